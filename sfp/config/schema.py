@@ -84,10 +84,11 @@ class LayerIndices:
 @dataclass
 class BackboneConfig:
     name: str = "vit_b16"
-    model: str = "ViT-B-16"  # open_clip architecture name
+    model: Optional[str] = "ViT-B-16"  # open_clip architecture name; None: infer it from the checkpoint
     pretrained: Optional[str] = "openai"  # open_clip pretrained tag; None with checkpoint=None: random weights
     checkpoint: Optional[str] = None  # local weights file; takes precedence over `pretrained`
     checkpoint_format: CheckpointFormat = CheckpointFormat.auto
+    weights_cache_dir: Optional[str] = None  # where open_clip keeps downloaded weights (None: the HF cache)
     quick_gelu: bool = True  # the OpenAI weights were trained with QuickGELU
     is_real_clip: bool = True  # False for the embedded demo / test models: printed beside every number
     layers: LayerIndices = field(default_factory=LayerIndices)

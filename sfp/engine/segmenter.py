@@ -1,0 +1,67 @@
+"""`Segmenter`: image in, label map out, under one dataset's protocol. The runner and other projects use it."""
+from __future__ import annotations
+
+from typing import Any, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..config.protocol import Protocol, effective_protocol
+from ..data import ClassNames, load_class_names
+from ..errors import DataError
+from ..models.build import DenseModel, build_model
+from .device import resolve_dtype
+from .inference import class_probabilities, postprocess, sliding_window_logits
+
+
+class Segmenter:
+    """Segment images with the configured backbone and method.
+
+    `dataset` picks the protocol (short side, logit scale, thresholds) and the class names from
+    `cfg.datasets[dataset]` (default: the first configured dataset); `class_names` may replace the class file.
+    """
+
+    def __init__(self, cfg: Any, dataset: Optional[str] = None, model: Optional[DenseModel] = None,
+                 class_names: Optional[str | ClassNames] = None):
+        self.cfg = cfg
+        self.model = model if model is not None else build_model(cfg)
+        self.dataset = dataset or next(iter(cfg.datasets))
+        if self.dataset not in cfg.datasets:
+            raise DataError(f"dataset {self.dataset!r} is not configured (configured: {', '.join(cfg.datasets)})")
+        self.protocol: Protocol = effective_protocol(cfg, self.dataset)
+        spec = class_names if class_names is not None else cfg.datasets[self.dataset].class_names
+        self.class_names = spec if isinstance(spec, ClassNames) else load_class_names(spec)
+        self.dtype = resolve_dtype(cfg.inference.precision, self.model.device)
+        self.queries = self.model.encode_queries(
+            self.class_names.synonyms, cfg.inference.templates, cache_dir=_text_cache_dir(cfg)
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return self.class_names.num_classes
+
+    def logits(self, images: Sequence[np.ndarray]) -> List[torch.Tensor]:
+        """Per image, (Q, H, W) query logits at the image's size."""
+        for image in images:
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+                raise DataError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        return sliding_window_logits(
+            self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
+            batch_size=int(self.cfg.inference.batch_size), device=self.model.device, dtype=self.dtype,
+        )
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+        return [
+            postprocess(class_probabilities(logits, self.queries), self.protocol.prob_thd, self.protocol.area_thd)
+            .cpu().numpy().astype(np.int64)
+            for logits in self.logits(images)
+        ]
+
+    def predict(self, image: np.ndarray) -> np.ndarray:
+        """(H, W, 3) uint8 RGB -> (H, W) int64 class indices of the class-name file."""
+        return self.predict_batch([image])[0]
+
+
+def _text_cache_dir(cfg: Any) -> Optional[str]:
+    cache_dir = cfg.paths.cache_dir
+    return str(cache_dir) if cache_dir else None

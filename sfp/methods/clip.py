@@ -1,0 +1,12 @@
+"""Plain CLIP: the last block's patch tokens, projected (the weakest baseline of the field)."""
+from __future__ import annotations
+
+from .base import DenseMethod, register_method
+
+
+@register_method("clip")
+class CLIPDense(DenseMethod):
+    def forward_features(self, images):
+        trace = self.tower.run(images)
+        tokens = self.tower.project(trace.tokens[-1])
+        return tokens[:, 1:], {"grid_size": trace.grid, "cls_embedding": tokens[:, 0]}

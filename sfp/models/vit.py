@@ -1,0 +1,129 @@
+"""A CLIP ViT visual tower opened up for dense methods.
+
+`VisionTower.run` executes the blocks of an open_clip `VisionTransformer` exactly as open_clip does and
+returns every block's output tokens, the attention probabilities of the blocks a method asks for, and an
+optional hook after each block (for methods that edit tokens mid-forward). Methods rebuild the final block
+from its parts (`qkv`, `attend`, `out_proj`, `mlp`, `project`), so no method needs to touch the engine.
+Tokens are batch-first: (B, 1 + N, C), CLS first, patches in row-major order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Collection, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import WeightsError
+
+BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class BlockTrace:
+    tokens: List[torch.Tensor]  # tokens[j] = output of block j, (B, 1 + N, C)
+    attention: Dict[int, torch.Tensor] = field(default_factory=dict)  # block j -> (B, heads, 1+N, 1+N)
+    grid: Tuple[int, int] = (0, 0)  # (g_h, g_w) patch grid
+
+
+class VisionTower(nn.Module):
+    def __init__(self, visual: nn.Module):
+        super().__init__()
+        blocks = getattr(getattr(visual, "transformer", None), "resblocks", None)
+        if blocks is None or not all(hasattr(b, "attn") and hasattr(b.attn, "in_proj_weight") for b in blocks):
+            raise WeightsError("the visual tower is not an open_clip ViT with standard attention blocks")
+        self.visual = visual
+        self.blocks = blocks
+        self.depth = len(blocks)
+        self.width = visual.conv1.out_channels
+        self.num_heads = blocks[0].attn.num_heads
+        self.head_dim = self.width // self.num_heads
+        self.patch_size = tuple(visual.conv1.kernel_size)
+        self.native_grid = tuple(visual.grid_size)
+
+    # ---- embedding -------------------------------------------------------------------------------------------
+    def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch embedding, CLS, positional embedding (bicubic-resized for other grids) and ln_pre."""
+        visual = self.visual
+        x = visual.conv1(images)
+        grid = (x.shape[-2], x.shape[-1])
+        x = x.flatten(2).transpose(1, 2)
+        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)
+        x = x + self.positional_embedding(grid).to(x.dtype)
+        return visual.ln_pre(x), grid
+
+    def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
+        pos = self.visual.positional_embedding
+        if tuple(grid) == self.native_grid:
+            return pos
+        gh, gw = self.native_grid
+        patch_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos.float(), size=grid, mode="bicubic", align_corners=False)
+        patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
+        return torch.cat([pos[:1], patch_pos], dim=0)
+
+    # ---- the forward pass with exposed internals ------------------------------------------------------------
+    def run(
+        self,
+        images: torch.Tensor,
+        num_blocks: Optional[int] = None,
+        attention_layers: Collection[int] = (),
+        after_block: Optional[BlockHook] = None,
+    ) -> BlockTrace:
+        """Run blocks 0 .. num_blocks-1 (default: all) and record their outputs.
+
+        attention_layers: blocks whose head-wise attention probabilities are recorded (computed from the
+        block's own q and k; other blocks keep open_clip's fused attention).
+        after_block(j, h_j) may return replacement tokens that the following blocks then consume.
+        """
+        num_blocks = self.depth if num_blocks is None else num_blocks
+        x, grid = self.embed(images)
+        trace = BlockTrace(tokens=[], grid=grid)
+        for j in range(num_blocks):
+            if j in attention_layers:
+                trace.attention[j] = self.attention_probs(j, x)
+            x = self.blocks[j](x)
+            if after_block is not None:
+                x = after_block(j, x)
+            trace.tokens.append(x)
+        return trace
+
+    # ---- parts of a block, for methods that rebuild one -----------------------------------------------------
+    def ln_1(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks[j].ln_1(x)
+
+    def qkv(self, j: int, y: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q, k, v of block j for already-normalised tokens y (B, T, C); each (B, heads, T, head_dim)."""
+        attn = self.blocks[j].attn
+        qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)
+        b, t, _ = qkv.shape
+        qkv = qkv.reshape(b, t, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return qkv[0], qkv[1], qkv[2]
+
+    def attention_probs(self, j: int, x: torch.Tensor) -> torch.Tensor:
+        """softmax(q k^T / sqrt(d)) of block j for its input tokens x (before ln_1)."""
+        q, k, _ = self.qkv(j, self.ln_1(j, x))
+        return torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
+
+    def self_attention(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """softmax(a b^T / sqrt(d)) per head, e.g. q-q or k-k attention."""
+        return torch.softmax((a * self.head_dim**-0.5) @ b.transpose(-2, -1), dim=-1)
+
+    def out_proj(self, j: int, heads: torch.Tensor) -> torch.Tensor:
+        """Merge heads (B, heads, T, d) -> (B, T, C) and apply block j's output projection."""
+        b, h, t, d = heads.shape
+        attn = self.blocks[j].attn
+        return F.linear(heads.transpose(1, 2).reshape(b, t, h * d), attn.out_proj.weight, attn.out_proj.bias)
+
+    def residual_mlp(self, j: int, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+        """The rest of block j after its attention: x + ls_1(o), then + ls_2(mlp(ln_2(.)))."""
+        block = self.blocks[j]
+        x = x + block.ls_1(attn_out)
+        return x + block.ls_2(block.mlp(block.ln_2(x)))
+
+    def project(self, tokens: torch.Tensor) -> torch.Tensor:
+        """ln_post then the output projection, for any (B, T, C) tokens."""
+        out = self.visual.ln_post(tokens)
+        return out @ self.visual.proj if self.visual.proj is not None else out

@@ -1,0 +1,172 @@
+"""One job: load the model once, evaluate every configured dataset, log to W&B and write results.json.
+
+Independent of Hydra: `run_job(cfg, output_dir, choices)` works from a notebook with `sfp.compose(...)`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+from omegaconf import OmegaConf
+from PIL import Image
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from .config.protocol import effective_protocol
+from .data import SegmentationDataset, build_dataset
+from .engine.segmenter import Segmenter
+from .methods import COMPONENTS
+from .metrics import IoUAccumulator
+from .models.build import DenseModel, build_model
+from .tracking.results_store import build_record, write_json_atomic
+from .tracking.wandb_tracker import make_tracker
+
+log = logging.getLogger(__name__)
+RESULTS_FILE = "results.json"
+
+
+@dataclass
+class DatasetOutcome:
+    metrics: Dict[str, Any]
+    protocol: Dict[str, Any]
+    class_file_sha256: str
+    seconds: float
+    overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+
+def resolved_config(cfg: Any) -> Dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
+
+
+def tracker_config(config: Dict[str, Any], choices: Dict[str, str]) -> Dict[str, Any]:
+    """The W&B run config: the resolved config plus each group choice as a flat `<group>_choice` column."""
+    flat = {f"{group.replace('/', '_')}_choice": str(value) for group, value in choices.items()}
+    return {**config, **flat}
+
+
+def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] = None,
+            group: Optional[str] = None, job_name: Optional[str] = None) -> Dict[str, Any]:
+    """Evaluate every dataset of `cfg` and return the record written to `<output_dir>/results.json`."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    choices = dict(choices or {})
+    config = resolved_config(cfg)
+    tracker = make_tracker(
+        str(getattr(cfg.tracker.backend, "value", cfg.tracker.backend)),
+        project=cfg.tracker.project, entity=cfg.tracker.entity,
+        mode=str(getattr(cfg.tracker.mode, "value", cfg.tracker.mode)),
+        group=cfg.tracker.group or group, name=job_name, tags=list(cfg.tracker.tags),
+        config=tracker_config(config, choices), dir=str(output_dir),
+    )
+    started = time.perf_counter()
+    metrics: Dict[str, Any] = {}
+    timing: Dict[str, Any] = {}
+    class_files: Dict[str, str] = {}
+    protocols: Dict[str, Any] = {}
+    model_info: Dict[str, Any] = {}
+
+    def write(status: str) -> Dict[str, Any]:
+        record = build_record(config, choices, metrics, timing, class_files,
+                              extra={"status": status, "protocol": protocols, "model": model_info})
+        write_json_atomic(output_dir / RESULTS_FILE, record)
+        return record
+
+    with tracker:
+        load_started = time.perf_counter()
+        model = build_model(cfg)
+        timing["model_load_s"] = time.perf_counter() - load_started
+        model_info.update(source=model.source, is_real_clip=model.is_real_clip)
+        _warn_unused_components(cfg, model)
+        for key in cfg.datasets:
+            outcome = evaluate_dataset(cfg, key, model, output_dir)
+            metrics[key] = outcome.metrics
+            protocols[key] = outcome.protocol
+            class_files[key] = outcome.class_file_sha256
+            timing[key] = {"seconds": outcome.seconds,
+                           "images_per_s": outcome.metrics["n_images"] / max(outcome.seconds, 1e-9)}
+            tracker.log_dataset(key, outcome.metrics, list(outcome.metrics["per_class_iou"]), outcome.overlays)
+            write("partial")  # a crash in a later dataset keeps this one
+        mean = float(np.mean([m["miou"] for m in metrics.values()])) if metrics else float("nan")
+        tracker.log_summary({"miou/mean": mean})
+        timing["total_s"] = time.perf_counter() - started
+        return write("complete")
+
+
+def evaluate_dataset(cfg: Any, key: str, model: DenseModel, output_dir: Path) -> DatasetOutcome:
+    started = time.perf_counter()
+    dataset = build_dataset(cfg.datasets[key], key=key)
+    segmenter = Segmenter(cfg, dataset=key, model=model, class_names=dataset.class_names)
+    accumulator = IoUAccumulator(dataset.num_classes)
+    prediction_dir = output_dir / "predictions" / key if cfg.save_predictions else None
+    if prediction_dir is not None:
+        prediction_dir.mkdir(parents=True, exist_ok=True)
+    overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    loader = DataLoader(dataset, batch_size=int(cfg.inference.images_per_batch), shuffle=False,
+                        num_workers=int(cfg.inference.num_workers), collate_fn=list)
+    for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True):
+        predictions = segmenter.predict_batch([sample.image for sample in batch])
+        for sample, prediction in zip(batch, predictions):
+            accumulator.update(prediction, sample.label)
+            if prediction_dir is not None:
+                save_label_png(prediction, prediction_dir / f"{sample.name}.png")
+            if len(overlays) < cfg.tracker.num_overlays:
+                overlays.append((sample.image, prediction, sample.label))
+    result = accumulator.compute()
+    names = class_display_names(dataset, segmenter.protocol.prob_thd)
+    metrics = {
+        "miou": result.miou, "aacc": result.aacc, "macc": result.macc,
+        "per_class_iou": dict(zip(names, result.per_class_iou)),
+        "n_images": len(dataset),
+    }
+    return DatasetOutcome(metrics, segmenter.protocol.as_dict(), dataset.class_names.sha256,
+                          time.perf_counter() - started, overlays)
+
+
+def class_display_names(dataset: SegmentationDataset, prob_thd: float) -> List[str]:
+    """First synonym of each class; a background line given as a list of stuff words shows as 'background'."""
+    names = list(dataset.class_names.display_names)
+    if prob_thd > 0 and len(dataset.class_names.synonyms[0]) > 1:
+        names[0] = "background"
+    return names
+
+
+def save_label_png(labels: np.ndarray, path: Path) -> None:
+    """Class indices as an 8-bit PNG (16-bit when there are more than 255 classes)."""
+    image = Image.fromarray(labels.astype(np.uint8)) if labels.max(initial=0) < 256 else \
+        Image.fromarray(labels.astype(np.uint16))
+    tmp = path.with_suffix(".tmp.png")
+    image.save(tmp)
+    tmp.replace(path)
+
+
+def _warn_unused_components(cfg: Any, model: DenseModel) -> None:
+    used = getattr(model.method, "uses_components", frozenset())
+    ignored = [name for name in COMPONENTS if cfg[name].enabled and name not in used]
+    if ignored:
+        log.warning("method %r does not use %s: these switches have no effect in this run",
+                    cfg.method.name, ", ".join(f"{name}=on" for name in ignored))
+
+
+def format_table(record: Dict[str, Any]) -> str:
+    """A per-dataset mIoU / aAcc / mAcc table in percent, with a plain warning for non-CLIP models."""
+    lines = [f"{'dataset':<14}{'mIoU':>8}{'aAcc':>8}{'mAcc':>8}{'images':>8}"]
+    for key, m in record["metrics"].items():
+        lines.append(f"{key:<14}{_pct(m['miou'])}{_pct(m['aacc'])}{_pct(m['macc'])}{m['n_images']:>8}")
+    if len(record["metrics"]) > 1:
+        values = [m["miou"] for m in record["metrics"].values() if m["miou"] is not None]
+        lines.append(f"{'mean':<14}{_pct(float(np.mean(values)) if values else None)}")
+    model = record.get("model", {})
+    if not model.get("is_real_clip", True):
+        lines.append(
+            f"NOTE: backbone {record['config']['backbone']['name']!r} is NOT a real CLIP (weights: {model.get('source')}). "
+            "These numbers only show that the pipeline runs end to end; they say nothing about CLIP or SFP."
+        )
+    return "\n".join(lines)
+
+
+def _pct(value: Optional[float]) -> str:
+    return f"{value:>8.2f}" if value is not None and not np.isnan(value) else f"{'n/a':>8}"
