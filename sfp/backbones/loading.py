@@ -23,7 +23,7 @@ from ..errors import WeightsError
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
+_OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 def register_packaged_model_configs() -> None:
@@ -82,7 +82,8 @@ def _from_pretrained_tag(cfg: BackboneConfig, cache_dir: Optional[str]) -> CLIP:
             f"To provide them offline: on a machine with internet run "
             f"`python -c \"import open_clip; open_clip.create_model('{cfg.model}', pretrained='{cfg.pretrained}'"
             f"{', cache_dir=' + repr(cache_dir) if cache_dir else ''})\"` and copy the cache folder here, "
-            f"or download the weights file and pass backbone.checkpoint=/path/to/file"
+            f"or download the weights file and pass backbone.checkpoint=/path/to/file "
+            f"(without network, HF_HUB_OFFLINE=1 makes this check fail fast)"
         ) from exc
 
 
