@@ -16,7 +16,6 @@ from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config.protocol import effective_protocol
 from .data import SegmentationDataset, build_dataset
 from .engine.segmenter import Segmenter
 from .methods import COMPONENTS
@@ -70,19 +69,21 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
     model_info: Dict[str, Any] = {}
 
     def write(status: str) -> Dict[str, Any]:
-        record = build_record(config, choices, metrics, timing, class_files,
-                              extra={"status": status, "protocol": protocols, "model": model_info})
+        record = build_record(config, choices, metrics, timing, class_files, status=status,
+                              extra={"protocol": protocols, "model": model_info})
         write_json_atomic(output_dir / RESULTS_FILE, record)
         return record
 
+    # Check every dataset's files before spending time on the model.
+    datasets = {key: build_dataset(cfg.datasets[key], key=key) for key in cfg.datasets}
     with tracker:
         load_started = time.perf_counter()
         model = build_model(cfg)
         timing["model_load_s"] = time.perf_counter() - load_started
         model_info.update(source=model.source, is_real_clip=model.is_real_clip)
         _warn_unused_components(cfg, model)
-        for key in cfg.datasets:
-            outcome = evaluate_dataset(cfg, key, model, output_dir)
+        for key, dataset in datasets.items():
+            outcome = evaluate_dataset(cfg, dataset, model, output_dir)
             metrics[key] = outcome.metrics
             protocols[key] = outcome.protocol
             class_files[key] = outcome.class_file_sha256
@@ -96,9 +97,9 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
         return write("complete")
 
 
-def evaluate_dataset(cfg: Any, key: str, model: DenseModel, output_dir: Path) -> DatasetOutcome:
+def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, output_dir: Path) -> DatasetOutcome:
     started = time.perf_counter()
-    dataset = build_dataset(cfg.datasets[key], key=key)
+    key = dataset.key
     segmenter = Segmenter(cfg, dataset=key, model=model, class_names=dataset.class_names)
     accumulator = IoUAccumulator(dataset.num_classes)
     prediction_dir = output_dir / "predictions" / key if cfg.save_predictions else None

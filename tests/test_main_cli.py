@@ -1,0 +1,60 @@
+"""`python main.py` as users type it: a multirun sweep and the error messages for bad input."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import REPO, tiny_overrides
+
+from sfp.tracking.results_store import collect_results, read_results
+
+
+def run_main(*args, timeout=600):
+    return subprocess.run([sys.executable, "main.py", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_a_multirun_over_two_switches_gives_four_jobs_four_records_and_four_wandb_runs_in_one_group(tiny_voc, tmp_path):
+    _, overrides = tiny_voc
+    overrides = [o for o in overrides if o != "tracker=none"] + ["tracker=wandb", "tracker.mode=offline"]
+    sweep = tmp_path / "sweep-7f3a"
+    result = run_main("-m", "mitigator=on,off", "enhancer=on,off", *overrides, f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    records = [read_results(path) for path in sorted(sweep.glob("*/results.json"))]
+    assert len(records) == 4
+    choices = {(r["choices"]["mitigator"], r["choices"]["enhancer"]) for r in records}
+    assert choices == {("on", "on"), ("on", "off"), ("off", "on"), ("off", "off")}
+    assert all(r["status"] == "complete" and r["metrics"]["voc21"]["n_images"] == 3 for r in records)
+
+    runs = sorted(sweep.glob("*/wandb/offline-run-*"))
+    assert len(runs) == 4
+    for run in runs:  # offline runs can't be read back locally, but the group name is in the run log
+        log = next(run.glob("run-*.wandb")).read_bytes()
+        assert b"sweep-7f3a" in log
+
+    table = collect_results(sweep)
+    assert len(table) == 4 and set(table["dataset"]) == {"voc21"}
+    assert table.groupby(["choice.mitigator", "choice.enhancer"]).size().tolist() == [1, 1, 1, 1]
+    assert not pd.isna(table["miou"]).any()
+
+
+def test_a_missing_data_root_fails_naming_the_expected_path(tmp_path):
+    result = run_main(*tiny_overrides(tmp_path), f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    assert str(tmp_path / "data" / "VOCdevkit" / "VOC2012") in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_an_unknown_key_fails_naming_it(tmp_path):
+    result = run_main("inference.strid=5", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0 and "inference.strid" in result.stderr
+
+
+def test_an_out_of_range_value_fails_naming_the_key_and_range(tmp_path):
+    result = run_main(*tiny_overrides(tmp_path), "datasets.voc21.prob_thd=3", f"hydra.run.dir={tmp_path / 'run'}")
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    assert "datasets.voc21.prob_thd=3" in output and "[0, 1]" in output
