@@ -116,13 +116,7 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
                 save_label_png(prediction, prediction_dir / f"{sample.name}.png")
             if len(overlays) < cfg.tracker.num_overlays:
                 overlays.append((sample.image, prediction, sample.label))
-    result = accumulator.compute()
-    names = class_display_names(dataset, segmenter.protocol.prob_thd)
-    metrics = {
-        "miou": result.miou, "aacc": result.aacc, "macc": result.macc,
-        "per_class_iou": dict(zip(names, result.per_class_iou)),
-        "n_images": len(dataset),
-    }
+    metrics = accumulator.compute().as_record(class_display_names(dataset, segmenter.protocol.prob_thd))
     return DatasetOutcome(metrics, segmenter.protocol.as_dict(), dataset.class_names.sha256,
                           time.perf_counter() - started, overlays)
 

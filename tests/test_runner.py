@@ -59,7 +59,11 @@ def test_batch_sizes_do_not_change_the_result(tiny_voc, tmp_path):
     assert one["metrics"]["voc21"]["miou"] == pytest.approx(many["metrics"]["voc21"]["miou"], abs=1e-6)
 
 
-def test_when_wandb_cannot_reach_its_server_the_job_logs_offline_and_still_writes_results(tiny_voc, tmp_path, monkeypatch):
+def test_when_wandb_cannot_reach_its_server_the_job_logs_offline_and_still_writes_results(
+        tiny_voc, tmp_path, monkeypatch, request):
+    import wandb
+
+    request.addfinalizer(wandb.teardown)  # a login attempt leaves process-wide settings behind
     _, overrides = tiny_voc
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # a closed local port: no server
