@@ -125,3 +125,30 @@ def test_area_thd_drops_small_foreground_classes_to_their_next_best_class():
     labels = postprocess(probs, prob_thd=0.35, area_thd=0.1)
     assert labels.tolist() == [[1] * 9 + [0]]  # then prob_thd: 0.3 < 0.35 -> background
     assert postprocess(probs, prob_thd=0.0, area_thd=0.05).tolist() == [[1] * 9 + [2]]
+
+
+# ---- precision -------------------------------------------------------------------------------------------------
+def test_float16_on_the_cpu_is_refused_with_a_clear_message(tmp_path):
+    from sfp.errors import ConfigError
+
+    cfg = sfp.compose(tiny_overrides(tmp_path) + ["inference.precision=float16", "inference.device=cpu"])
+    with pytest.raises(ConfigError, match="float16 needs a CUDA device"):
+        sfp.Segmenter(cfg)
+
+
+def test_bfloat16_autocast_stays_close_to_float32(tmp_path):
+    image = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    base = tiny_overrides(tmp_path) + ["inference.device=cpu", "datasets.voc21.short_side=64"]
+    full = sfp.Segmenter(sfp.compose(base)).logits([image])[0]
+    half = sfp.Segmenter(sfp.compose(base + ["inference.precision=bfloat16"])).logits([image])[0]
+    assert half.dtype == torch.float32 and (half - full).abs().max() < 0.05 * full.abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["float16", "bfloat16"])
+def test_mixed_precision_on_the_gpu_matches_float32_predictions_closely(tmp_path, precision):
+    image = np.random.default_rng(4).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    base = tiny_overrides(tmp_path) + ["inference.device=cuda", "datasets.voc21.short_side=96"]
+    full = sfp.Segmenter(sfp.compose(base)).predict(image)
+    mixed = sfp.Segmenter(sfp.compose(base + [f"inference.precision={precision}"])).predict(image)
+    assert (full == mixed).mean() > 0.95

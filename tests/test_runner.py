@@ -72,3 +72,15 @@ def test_when_wandb_cannot_reach_its_server_the_job_logs_offline_and_still_write
         record = run_job(sfp.compose(overrides), tmp_path / "job")
     assert (tmp_path / "job" / "results.json").is_file() and record["status"] == "complete"
     assert list((tmp_path / "job").rglob("offline-run-*"))
+
+
+def test_the_printed_table_shows_each_dataset_and_says_plainly_when_the_model_is_not_a_real_clip(tiny_voc, tmp_path):
+    from sfp.runner import format_table
+
+    _, overrides = tiny_voc
+    record = run_job(sfp.compose(overrides), tmp_path / "job")
+    table = format_table(record)
+    assert "voc21" in table and f"{record['metrics']['voc21']['miou']:.2f}" in table
+    assert "NOT a real CLIP" in table
+    record["model"]["is_real_clip"] = True
+    assert "NOT a real CLIP" not in format_table(record)
