@@ -13,6 +13,8 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
+from sfp.data.palette import voc_palette
+
 from sfp.config.schema import DatasetConfig
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf" / "datasets"
@@ -40,19 +42,6 @@ class Entry:
     raw_label: np.ndarray  # values as stored in the file
 
 
-def voc_palette() -> List[int]:
-    # The standard VOC bit-interleaved colour map; any palette would do, but this is the real one.
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
 
 
 def write_image(path: Path, seed: int, size=(H, W)) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -134,7 +135,8 @@ def _from_checkpoint(cfg: BackboneConfig):
             "only CLIP ViT checkpoints in open_clip or OpenAI naming are supported"
         )
     if _named(cfg):
-        model = _create(cfg, pretrained=None)
+        with _quiet_random_init_warning():  # the weights are loaded right below
+            model = _create(cfg, pretrained=None)
         arch = cfg.model
     else:
         model = build_clip_from_state_dict(state, quick_gelu=cfg.quick_gelu, head_width=64)
@@ -168,6 +170,21 @@ def build_clip_from_state_dict(state: Dict[str, torch.Tensor], quick_gelu: bool,
         width=text_width, heads=max(text_width // head_width, 1), layers=text_layers,
     )
     return CLIP(state["text_projection"].shape[1], vision_cfg=vision_cfg, text_cfg=text_cfg, quick_gelu=quick_gelu)
+
+
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_random_init_warning():
+    root, drop = logging.getLogger(), _DropRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def _tokenizer_for(cfg: BackboneConfig, model: CLIP) -> Callable:
