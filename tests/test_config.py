@@ -12,7 +12,7 @@ from sfp.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 SINGLE_GROUPS = ["backbone", "method", "mitigator", "enhancer", "integrator", "aggregation",
-                 "inference", "tracker", "paths"]
+                 "inference", "stats", "tracker", "paths"]
 REAL_DATASETS = ["voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k"]
 
 

@@ -27,6 +27,16 @@ class NoNeighbour(str, Enum):
     zero = "zero"
 
 
+class EnhancerSimilarity(str, Enum):
+    thresholded = "thresholded"  # M from S_pre (after the beta cut): SFP
+    raw = "raw"  # M from the plain cosine matrix: SC-CLIP
+
+
+class EnhancerMix(str, Enum):
+    sfp = "sfp"  # branch A: (qq + kk + M) / 3, branch B: M
+    sc_clip = "sc_clip"  # both branches: (M + kk) / 2
+
+
 class IntegratorSource(str, Enum):
     features = "features"
     attention_maps = "attention_maps"
@@ -113,6 +123,7 @@ class DatasetConfig:
 class MethodConfig:
     name: str = "clip"  # a registered method (sfp.methods)
     res_cls: float = 0.3  # weight of the CLS residual added to every patch row (SFP branches)
+    naclip_sigma: float = 5.0  # NACLIP's Gaussian neighbourhood, in patches
 
 
 @dataclass
@@ -122,19 +133,25 @@ class MitigatorConfig:
     top_k: int = 10
     cls_scale: float = 1.5
     no_neighbour: NoNeighbour = NoNeighbour.keep
-    layers: List[int] = field(default_factory=list)
+    layers: List[int] = field(default_factory=list)  # blocks (< detect) whose output is also filled mid-forward
+    lof_neighbours: int = 30
+    lof_contamination: float = 0.05
 
 
 @dataclass
 class EnhancerConfig:
     enabled: bool = True
     temperature: float = 3.0
+    similarity: EnhancerSimilarity = EnhancerSimilarity.thresholded
+    mix: EnhancerMix = EnhancerMix.sfp
 
 
 @dataclass
 class IntegratorConfig:
     enabled: bool = True
     source: IntegratorSource = IntegratorSource.features
+    layers: Optional[List[int]] = None  # None: backbone.layers.integrate
+    extend: int = 0  # extra blocks after the end of that range (the December 2025 code used 1)
 
 
 @dataclass
@@ -154,6 +171,11 @@ class InferenceConfig:
     images_per_batch: int = 4  # images loaded and windowed together
     num_workers: int = 0  # data-loading worker processes
     device: str = "auto"  # auto: the GPU when present, else the CPU
+
+
+@dataclass
+class StatsConfig:
+    enabled: bool = True  # per-layer outlier statistics (needs every block's attention probabilities)
 
 
 @dataclass
@@ -184,6 +206,7 @@ class RunConfig:
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     datasets: Dict[str, DatasetConfig] = field(default_factory=dict)
+    stats: StatsConfig = field(default_factory=StatsConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0

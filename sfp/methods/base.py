@@ -6,8 +6,9 @@ from typing import Any, ClassVar, Dict, FrozenSet, Tuple, Union
 import torch
 from torch import nn
 
-from ..models.vit import VisionTower
+from ..models.vit import BlockTrace, VisionTower
 from ..registry import Registry
+from .stats import layer_statistics
 
 METHODS: Registry[type] = Registry("method")
 register_method = METHODS.register
@@ -42,3 +43,19 @@ class DenseMethod(nn.Module):
     def grid_for(self, height: int, width: int) -> Tuple[int, int]:
         ph, pw = self.tower.patch_size
         return height // ph, width // pw
+
+    # ---- per-layer outlier statistics, shared by every method -----------------------------------------
+    @property
+    def collect_stats(self) -> bool:
+        return bool(self.cfg.stats.enabled)
+
+    def stats_layers(self) -> range:
+        """Blocks whose attention the statistics need (all but the last), or none."""
+        return range(self.tower.depth - 1) if self.collect_stats else range(0)
+
+    def add_stats(self, aux: Dict[str, Any], trace: BlockTrace) -> Dict[str, Any]:
+        if self.collect_stats:
+            aux["layer_stats"] = layer_statistics(
+                trace.tokens[: self.tower.depth - 1], trace.attention,
+                float(self.cfg.mitigator.cls_scale), int(self.cfg.mitigator.top_k))
+        return aux

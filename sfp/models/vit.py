@@ -17,7 +17,8 @@ from torch import nn
 
 from ..errors import WeightsError
 
-BlockHook = Callable[[int, torch.Tensor], torch.Tensor]
+# after_block(j, h_j, attention_j or None) -> tokens the following blocks consume
+BlockHook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 
 
 @dataclass
@@ -76,17 +77,19 @@ class VisionTower(nn.Module):
 
         attention_layers: blocks whose head-wise attention probabilities are recorded (computed from the
         block's own q and k; other blocks keep open_clip's fused attention).
-        after_block(j, h_j) may return replacement tokens that the following blocks then consume.
+        after_block(j, h_j, attention_j) returns the tokens the following blocks consume (attention_j is None
+        unless j is in attention_layers).
         """
         num_blocks = self.depth if num_blocks is None else num_blocks
         x, grid = self.embed(images)
         trace = BlockTrace(tokens=[], grid=grid)
         for j in range(num_blocks):
             if j in attention_layers:
-                trace.attention[j] = self.attention_probs(j, x)
-            x = self.blocks[j](x)
+                x, trace.attention[j] = self.block_with_attention(j, x)
+            else:
+                x = self.blocks[j](x)
             if after_block is not None:
-                x = after_block(j, x)
+                x = after_block(j, x, trace.attention.get(j))
             trace.tokens.append(x)
         return trace
 
@@ -106,6 +109,12 @@ class VisionTower(nn.Module):
         """softmax(q k^T / sqrt(d)) of block j for its input tokens x (before ln_1)."""
         q, k, _ = self.qkv(j, self.ln_1(j, x))
         return torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
+
+    def block_with_attention(self, j: int, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Block j computed by hand, so its attention probabilities come at no extra cost."""
+        q, k, v = self.qkv(j, self.ln_1(j, x))
+        probs = torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
+        return self.residual_mlp(j, x, self.out_proj(j, probs @ v)), probs
 
     def self_attention(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """softmax(a b^T / sqrt(d)) per head, e.g. q-q or k-k attention."""
