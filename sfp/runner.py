@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .data import SegmentationDataset, build_dataset
 from .engine.segmenter import Segmenter
 from .methods import COMPONENTS
+from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
 from .models.build import DenseModel, build_model
 from .tracking.results_store import build_record, write_json_atomic
@@ -35,6 +36,7 @@ class DatasetOutcome:
     class_file_sha256: str
     seconds: float
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    outlier_stats: Dict[str, Any] = field(default_factory=dict)
 
 
 def resolved_config(cfg: Any) -> Dict[str, Any]:
@@ -66,11 +68,12 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
     timing: Dict[str, Any] = {}
     class_files: Dict[str, str] = {}
     protocols: Dict[str, Any] = {}
+    outlier_stats: Dict[str, Any] = {}
     model_info: Dict[str, Any] = {}
 
     def write(status: str) -> Dict[str, Any]:
         record = build_record(config, choices, metrics, timing, class_files, status=status,
-                              extra={"protocol": protocols, "model": model_info})
+                              extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats})
         write_json_atomic(output_dir / RESULTS_FILE, record)
         return record
 
@@ -87,6 +90,9 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
             metrics[key] = outcome.metrics
             protocols[key] = outcome.protocol
             class_files[key] = outcome.class_file_sha256
+            if outcome.outlier_stats:
+                outlier_stats[key] = outcome.outlier_stats
+                tracker.log_layer_stats(key, outcome.outlier_stats)
             timing[key] = {"seconds": outcome.seconds,
                            "images_per_s": outcome.metrics["n_images"] / max(outcome.seconds, 1e-9)}
             tracker.log_dataset(key, outcome.metrics, list(outcome.metrics["per_class_iou"]), outcome.overlays)
@@ -106,10 +112,12 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
     if prediction_dir is not None:
         prediction_dir.mkdir(parents=True, exist_ok=True)
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    stats = LayerStatsAccumulator() if cfg.stats.enabled else None
     loader = DataLoader(dataset, batch_size=int(cfg.inference.images_per_batch), shuffle=False,
                         num_workers=int(cfg.inference.num_workers), collate_fn=list)
     for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True):
-        predictions = segmenter.predict_batch([sample.image for sample in batch])
+        predictions = segmenter.predict_batch([sample.image for sample in batch],
+                                              aux_sink=stats.update if stats is not None else None)
         for sample, prediction in zip(batch, predictions):
             accumulator.update(prediction, sample.label)
             if prediction_dir is not None:
@@ -118,7 +126,7 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
                 overlays.append((sample.image, prediction, sample.label))
     metrics = accumulator.compute().as_record(class_display_names(dataset, segmenter.protocol.prob_thd))
     return DatasetOutcome(metrics, segmenter.protocol.as_dict(), dataset.class_names.sha256,
-                          time.perf_counter() - started, overlays)
+                          time.perf_counter() - started, overlays, stats.result() if stats is not None else {})
 
 
 def class_display_names(dataset: SegmentationDataset, prob_thd: float) -> List[str]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -14,7 +14,9 @@ from ..models.text import QueryEmbeddings
 from .preprocess import normalize, rescaled_size, resize_image
 from .windows import Window, sliding_windows
 
-FeatureFn = Callable[[torch.Tensor], torch.Tensor]  # (B, 3, h, w) -> (B, N, D)
+# dense_features: (B, 3, h, w) -> (B, N, D), or ((B, N, D), aux) with return_aux=True
+FeatureFn = Callable[..., Any]
+AuxSink = Callable[[Dict[str, Any]], None]
 
 
 def autocast_context(device: torch.device, dtype: torch.dtype):
@@ -33,8 +35,11 @@ def sliding_window_logits(
     batch_size: int,
     device: torch.device,
     dtype: torch.dtype = torch.float32,
+    aux_sink: Optional[AuxSink] = None,
 ) -> List[torch.Tensor]:
-    """Per image, (Q, H, W) query logits (scaled cosine similarities) at the image's original size."""
+    """Per image, (Q, H, W) query logits (scaled cosine similarities) at the image's original size.
+
+    aux_sink, when given, receives the method's auxiliary outputs of every forward pass (e.g. statistics)."""
     resized = []
     for image in images:
         size = rescaled_size(image.shape[0], image.shape[1], protocol.short_side, protocol.max_long_side)
@@ -57,7 +62,11 @@ def sliding_window_logits(
             chunk = entries[start:start + batch_size]
             crops = torch.stack([resized[i][:, w.top:w.bottom, w.left:w.right] for i, w in chunk])
             with autocast_context(device, dtype):
-                features = features_fn(crops)
+                if aux_sink is None:
+                    features = features_fn(crops)
+                else:
+                    features, aux = features_fn(crops, return_aux=True)
+                    aux_sink(aux)
             features = F.normalize(features.float(), dim=-1)
             logits = protocol.logit_scale * features @ text.T  # (b, N, Q)
             logits = logits.transpose(1, 2).reshape(len(chunk), num_queries, *grid)

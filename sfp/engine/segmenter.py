@@ -11,7 +11,7 @@ from ..data import ClassNames, load_class_names
 from ..errors import DataError
 from ..models.build import DenseModel, build_model
 from .device import resolve_dtype
-from .inference import class_probabilities, postprocess, sliding_window_logits
+from .inference import AuxSink, class_probabilities, postprocess, sliding_window_logits
 
 
 class Segmenter:
@@ -40,21 +40,22 @@ class Segmenter:
     def num_classes(self) -> int:
         return self.class_names.num_classes
 
-    def logits(self, images: Sequence[np.ndarray]) -> List[torch.Tensor]:
-        """Per image, (Q, H, W) query logits at the image's size."""
+    def logits(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None) -> List[torch.Tensor]:
+        """Per image, (Q, H, W) query logits at the image's size; aux_sink receives each forward's aux."""
         for image in images:
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise DataError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
         return sliding_window_logits(
             self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
             batch_size=int(self.cfg.inference.batch_size), device=self.model.device, dtype=self.dtype,
+            aux_sink=aux_sink,
         )
 
-    def predict_batch(self, images: Sequence[np.ndarray]) -> List[np.ndarray]:
+    def predict_batch(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None) -> List[np.ndarray]:
         return [
             postprocess(class_probabilities(logits, self.queries), self.protocol.prob_thd, self.protocol.area_thd)
             .cpu().numpy().astype(np.int64)
-            for logits in self.logits(images)
+            for logits in self.logits(images, aux_sink=aux_sink)
         ]
 
     def predict(self, image: np.ndarray) -> np.ndarray:

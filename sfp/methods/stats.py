@@ -46,6 +46,7 @@ class LayerStatsAccumulator:
         self.sums: Dict[str, torch.Tensor] = {}
         self.counts: Dict[str, torch.Tensor] = {}
         self.heatmaps: Dict[Tuple[int, int], torch.Tensor] = {}
+        self.crops_per_grid: Dict[Tuple[int, int], int] = {}
         self.crops = 0
         self.outliers = 0
         self.without_neighbour = 0
@@ -65,6 +66,7 @@ class LayerStatsAccumulator:
             grid = tuple(aux["grid_size"])
             mask = outliers.mask(grid[0] * grid[1]).sum(dim=0).reshape(grid).double().cpu()
             self.heatmaps[grid] = self.heatmaps.get(grid, 0) + mask
+            self.crops_per_grid[grid] = self.crops_per_grid.get(grid, 0) + outliers.indices.shape[0]
             self.outliers += int(outliers.counts().sum())
             self.without_neighbour += int(aux["no_neighbour"].sum())
 
@@ -80,7 +82,8 @@ class LayerStatsAccumulator:
         result["filled_without_neighbour"] = self.without_neighbour
         result["filled_without_neighbour_fraction"] = (
             self.without_neighbour / self.outliers if self.outliers else None)
-        if self.heatmaps:  # crops of the usual window size; smaller edge crops have other grids
-            grid, counts = max(self.heatmaps.items(), key=lambda item: float(item[1].sum()))
-            result["heatmap"] = {"grid": list(grid), "counts": counts.tolist()}
+        if self.heatmaps:  # the most common window grid; crops of smaller images have other grids
+            grid = max(self.crops_per_grid, key=self.crops_per_grid.get)
+            result["heatmap"] = {"grid": list(grid), "counts": self.heatmaps[grid].tolist(),
+                                 "n_crops": self.crops_per_grid[grid]}
         return result

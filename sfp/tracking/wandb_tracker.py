@@ -72,6 +72,8 @@ class Tracker(Protocol):
 
     def log_table(self, key: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def log_layer_stats(self, dataset: str, stats: Mapping[str, Any]) -> None: ...
+
     def finish(self, exit_code: int = 0) -> None: ...
 
 
@@ -98,6 +100,9 @@ class NullTracker:
         pass
 
     def log_table(self, key, columns, rows) -> None:
+        pass
+
+    def log_layer_stats(self, dataset, stats) -> None:
         pass
 
     def finish(self, exit_code: int = 0) -> None:
@@ -414,6 +419,32 @@ class WandbTracker:
     def _log_table(self, key, columns, rows) -> None:
         data = [list(to_jsonable(list(r))) for r in rows]
         self.run.log({key: self._wandb.Table(columns=list(columns), data=data)})
+
+    def log_layer_stats(self, dataset: str, stats: Mapping[str, Any]) -> None:
+        """Per-layer outlier statistics: a table, one line chart per statistic against `layer` (so runs of a
+        group overlay as one line per configuration), and the outlier-position heat map as an image."""
+        self._guard("log_layer_stats", self._log_layer_stats, dataset, stats)
+
+    def _log_layer_stats(self, dataset, stats) -> None:
+        from ..methods.stats import STAT_NAMES
+
+        if not stats:
+            return
+        prefix = f"outlier_stats/{dataset}"
+        columns = ["layer", *STAT_NAMES]
+        rows = [[layer, *(stats[name][i] for name in STAT_NAMES)] for i, layer in enumerate(stats["layer"])]
+        self._log_table(prefix, columns, rows)
+        self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/layer")
+        for row in rows:
+            self.run.log({f"{prefix}/{name}": (math.nan if value is None else value)
+                          for name, value in zip(columns, row)})
+        heatmap = stats.get("heatmap")
+        if heatmap:
+            counts = np.asarray(heatmap["counts"], dtype=np.float64)
+            scaled = (255 * counts / counts.max()) if counts.max() > 0 else counts
+            image = np.kron(scaled, np.ones((16, 16))).astype(np.uint8)  # one 16-pixel square per patch
+            self.run.log({f"{prefix}/heatmap": self._wandb.Image(
+                image, caption=f"{dataset}: outlier positions at the detection block (white = most often)")})
 
 
 # --------------------------------------------------------------------------- helpers
