@@ -16,9 +16,10 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
+# The embedded default (demo model, demo benchmark) under three methods: plain CLIP, MaskCLIP and SFP.
 demo: $(VENV)/.installed
 	$(PY) -m sfp.demo prepare
-	$(PY) main.py
+	$(PY) main.py -m method=clip,maskclip,sfp
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -156,7 +156,10 @@ def _warn_unused_components(cfg: Any, model: DenseModel) -> None:
 
 def format_table(record: Dict[str, Any]) -> str:
     """A per-dataset mIoU / aAcc / mAcc table in percent, with a plain warning for non-CLIP models."""
-    lines = [f"{'dataset':<14}{'mIoU':>8}{'aAcc':>8}{'mAcc':>8}{'images':>8}"]
+    config = record["config"]
+    switches = " ".join(f"{name}={'on' if config[name]['enabled'] else 'off'}" for name in COMPONENTS)
+    lines = [f"method={config['method']['name']} backbone={config['backbone']['name']} ({switches})",
+             f"{'dataset':<14}{'mIoU':>8}{'aAcc':>8}{'mAcc':>8}{'images':>8}"]
     for key, m in record["metrics"].items():
         lines.append(f"{key:<14}{_pct(m['miou'])}{_pct(m['aacc'])}{_pct(m['macc'])}{m['n_images']:>8}")
     if len(record["metrics"]) > 1:
@@ -165,7 +168,7 @@ def format_table(record: Dict[str, Any]) -> str:
     model = record.get("model", {})
     if not model.get("is_real_clip", True):
         lines.append(
-            f"NOTE: backbone {record['config']['backbone']['name']!r} is NOT a real CLIP (weights: {model.get('source')}). "
+            f"NOTE: backbone {config['backbone']['name']!r} is NOT a real CLIP (weights: {model.get('source')}). "
             "These numbers only show that the pipeline runs end to end; they say nothing about CLIP or SFP."
         )
     return "\n".join(lines)
