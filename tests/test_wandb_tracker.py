@@ -281,3 +281,25 @@ def test_overlays_are_capped(tmp_path):
         t.log_dataset("voc21", voc_metrics(), ["background", "cat", "dog"], [overlay(i) for i in range(5)])
     (run,) = offline_runs(tmp_path)
     assert len(list((run / "files" / "media" / "images" / "overlays").glob("*.png"))) == 3
+
+
+def test_layer_statistics_are_logged_as_a_table_per_layer_values_and_a_heat_map(tmp_path):
+    from sfp.methods.stats import STAT_NAMES
+
+    stats = {"layer": [0, 1, 2], "n_crops": 4, **{name: [1.0, None, 3.0] for name in STAT_NAMES},
+             "heatmap": {"grid": [2, 3], "counts": [[0, 1, 2], [3, 0, 0]], "n_crops": 4}}
+    t = tracker(tmp_path)
+    t.start()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrackingWarning)  # nothing may be swallowed
+        t.log_layer_stats("voc21", stats)
+    t.finish()
+    (run,) = offline_runs(tmp_path)
+    media = run / "files" / "media"
+    (table_file,) = (media / "table" / "outlier_stats").glob("voc21_*.table.json")
+    table = json.loads(table_file.read_text())
+    assert table["columns"] == ["layer", *STAT_NAMES] and len(table["data"]) == 3
+    (heatmap,) = (media / "images" / "outlier_stats" / "voc21").glob("heatmap_*.png")
+    from PIL import Image
+
+    assert Image.open(heatmap).size == (3 * 16, 2 * 16)
