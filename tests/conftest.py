@@ -54,3 +54,12 @@ def tiny_voc(tmp_path):
 
     entries = build_layout("voc21", tmp_path / "data", n=3)
     return entries, tiny_overrides(tmp_path) + ["datasets.voc21.short_side=40"]
+
+
+def synthetic_attention(cls_row, diagonal):
+    """(1, 2, 1+N, 1+N) head-identical attention probabilities with a given CLS row and patch diagonal."""
+    n = len(diagonal)
+    attention = torch.full((1 + n, 1 + n), 0.01)
+    attention[0, :] = torch.tensor(cls_row)
+    attention[torch.arange(1, n + 1), torch.arange(1, n + 1)] = torch.tensor(diagonal)
+    return attention.expand(1, 2, -1, -1).clone()

@@ -87,6 +87,9 @@ def test_bad_enum_value_lists_the_allowed_values():
     ("mitigator.top_k=0", "mitigator.top_k", ">= 1"),
     ("enhancer.temperature=-1", "enhancer.temperature", "> 0"),
     ("inference.templates=nope", "inference.templates", "imagenet80"),
+    ("mitigator.lof_contamination=1.5", "mitigator.lof_contamination", r"\(0, 1\)"),
+    ("integrator.extend=-1", "integrator.extend", ">= 0"),
+    ("method.naclip_sigma=0", "method.naclip_sigma", "> 0"),
     ("method.name=nope", "method.name", "clip, maskclip"),
 ])
 def test_out_of_range_values_fail_naming_key_and_range(override, key, expected):

@@ -6,21 +6,16 @@ import math
 import pytest
 import torch
 
+from conftest import synthetic_attention
 from sfp.methods.outliers import OutlierSets
 from sfp.methods.stats import LayerStatsAccumulator, layer_statistics
 
 
-def _attention(cls_row, diagonal):
-    n = len(diagonal)
-    attention = torch.full((1 + n, 1 + n), 0.01)
-    attention[0, :] = torch.tensor(cls_row)
-    attention[torch.arange(1, n + 1), torch.arange(1, n + 1)] = torch.tensor(diagonal)
-    return attention.expand(1, 2, -1, -1).clone()
 
 
 def test_layer_statistics_count_candidates_and_measure_propagation_between_layers():
-    layer0 = _attention([0.1, 0.5, 0.2, 0.2, 0.0], [0.4, 0.5, 0.1, 0.5])  # c: .75 .3 .3 0 -> {0, 2}; unscaled {0, 2}
-    layer1 = _attention([0.1, 0.5, 0.0, 0.3, 0.1], [0.6, 0.5, 0.1, 0.5])  # c: .75 0 .45 .15 -> {0, 2}; unscaled {2}
+    layer0 = synthetic_attention([0.1, 0.5, 0.2, 0.2, 0.0], [0.4, 0.5, 0.1, 0.5])  # c: .75 .3 .3 0 -> {0, 2}; unscaled {0, 2}
+    layer1 = synthetic_attention([0.1, 0.5, 0.0, 0.3, 0.1], [0.6, 0.5, 0.1, 0.5])  # c: .75 0 .45 .15 -> {0, 2}; unscaled {2}
     tokens = [torch.tensor([[[0.0, 0], [3.0, 4], [0, 1], [1, 0], [0, 2]]])] * 2  # patch norms 5, 1, 1, 2
     stats = layer_statistics(tokens, {0: layer0, 1: layer1}, cls_scale=1.5, top_k=1)
     assert stats["candidates"].tolist() == [[2.0, 2.0]]

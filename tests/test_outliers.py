@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import synthetic_attention
 from sfp.methods.outliers import (OutlierSets, detect_l2, detect_lof, detect_som, lof_scores, neighbour_fill)
 
 
@@ -59,13 +60,6 @@ def test_fill_is_per_image_in_a_batch():
 
 
 # ---- detectors ---------------------------------------------------------------------------------------------------
-def _attention(cls_row, diagonal):
-    """(1, 2, 1+N, 1+N) head-identical attention with a given CLS row and patch diagonal."""
-    n = len(diagonal)
-    attention = torch.full((1 + n, 1 + n), 0.01)
-    attention[0, :] = torch.tensor(cls_row)
-    attention[torch.arange(1, n + 1), torch.arange(1, n + 1)] = torch.tensor(diagonal)
-    return attention.expand(1, 2, -1, -1).clone()
 
 
 def test_som_keeps_patches_with_scaled_cls_attention_above_self_attention_sorted_and_truncated():
@@ -73,15 +67,15 @@ def test_som_keeps_patches_with_scaled_cls_attention_above_self_attention_sorted
     cls_row = [0.0, 0.30, 0.05, 0.20, 0.10, 0.35]
     diagonal = [0.40, 0.50, 0.20, 0.16, 0.60]
     # c = 1.5 * cls: 0.45 0.075 0.30 0.15 0.525 ; c > s for patches 0, 2 (0.30 > 0.20) -- strict -- not 3 (0.15<0.16)
-    sets = detect_som(_attention(cls_row, diagonal), top_k=10, cls_scale=1.5)
+    sets = detect_som(synthetic_attention(cls_row, diagonal), top_k=10, cls_scale=1.5)
     assert sets.per_image()[0].tolist() == [0, 2]
-    assert detect_som(_attention(cls_row, diagonal), top_k=1, cls_scale=1.5).per_image()[0].tolist() == [0]
-    assert detect_som(_attention(cls_row, diagonal), top_k=10, cls_scale=1.0).per_image()[0].tolist() == []
+    assert detect_som(synthetic_attention(cls_row, diagonal), top_k=1, cls_scale=1.5).per_image()[0].tolist() == [0]
+    assert detect_som(synthetic_attention(cls_row, diagonal), top_k=10, cls_scale=1.0).per_image()[0].tolist() == []
 
 
 def test_som_sets_are_per_image_with_their_own_sizes():
-    first = _attention([0.0, 0.9, 0.1, 0.0], [0.1, 0.5, 0.5])
-    second = _attention([0.0, 0.0, 0.1, 0.9], [0.5, 0.5, 0.1])
+    first = synthetic_attention([0.0, 0.9, 0.1, 0.0], [0.1, 0.5, 0.5])
+    second = synthetic_attention([0.0, 0.0, 0.1, 0.9], [0.5, 0.5, 0.1])
     sets = detect_som(torch.cat([first, second]), top_k=10, cls_scale=1.5)
     assert [s.tolist() for s in sets.per_image()] == [[0], [2]]
     assert sets.per_image()[0].dtype == torch.long

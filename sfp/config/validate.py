@@ -46,6 +46,11 @@ def validate_config(cfg: Any) -> None:
     mit = cfg.mitigator
     _check(mit.top_k >= 1, "mitigator.top_k", mit.top_k, "an integer >= 1")
     _check(mit.cls_scale > 0, "mitigator.cls_scale", mit.cls_scale, "a number > 0")
+    _check(mit.lof_neighbours >= 1, "mitigator.lof_neighbours", mit.lof_neighbours, "an integer >= 1")
+    _check(0 < mit.lof_contamination < 1, "mitigator.lof_contamination", mit.lof_contamination,
+           "a fraction in (0, 1)")
+    _check(cfg.integrator.extend >= 0, "integrator.extend", cfg.integrator.extend, "an integer >= 0")
+    _check(cfg.method.naclip_sigma > 0, "method.naclip_sigma", cfg.method.naclip_sigma, "a number > 0")
     _check(cfg.enhancer.temperature > 0, "enhancer.temperature", cfg.enhancer.temperature, "a number > 0")
     _check(-1 <= cfg.aggregation.beta <= 1, "aggregation.beta", cfg.aggregation.beta, "a cosine threshold in [-1, 1]")
     _check(0 <= cfg.tracker.num_overlays <= 50, "tracker.num_overlays", cfg.tracker.num_overlays, "an integer in [0, 50]")
