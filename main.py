@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from sfp.config.store import register_schema
 from sfp.config.validate import validate_config
 from sfp.errors import SFPError
-from sfp.runner import format_table, run_job
+from sfp.runner import format_table, resolved_config, run_job
+from sfp.tracking.resume import completed_record, config_fingerprint
 
 log = logging.getLogger("sfp")
 register_schema()
@@ -29,10 +30,16 @@ def main(cfg: DictConfig) -> None:
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     choices = {k: v for k, v in hydra_cfg.runtime.choices.items() if not k.startswith("hydra/")}
+    output_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         validate_config(cfg)
+        if cfg.resume:
+            done = completed_record(output_dir, config_fingerprint(resolved_config(cfg)))
+            if done is not None:
+                log.info("resume: %s is complete for this configuration; skipping the job", done)
+                return
         record = run_job(
-            cfg, hydra_cfg.runtime.output_dir, choices,
+            cfg, output_dir, choices,
             group=Path(hydra_cfg.sweep.dir).name if multirun else None,
             job_name=hydra_cfg.job.override_dirname or "default",
         )
@@ -42,7 +49,7 @@ def main(cfg: DictConfig) -> None:
             raise  # the launcher records the failure and runs the remaining jobs
         sys.exit(2)
     print(format_table(record))
-    print(f"results: {Path(hydra_cfg.runtime.output_dir) / 'results.json'}")
+    print(f"results: {output_dir / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from .methods import COMPONENTS
 from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
 from .models.build import DenseModel, build_model
+from .tracking.resume import config_fingerprint
 from .tracking.results_store import build_record, write_json_atomic
 from .tracking.wandb_tracker import make_tracker
 
@@ -73,7 +74,8 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
 
     def write(status: str) -> Dict[str, Any]:
         record = build_record(config, choices, metrics, timing, class_files, status=status,
-                              extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats})
+                              extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats,
+                                     "fingerprint": config_fingerprint(config)})
         write_json_atomic(output_dir / RESULTS_FILE, record)
         return record
 

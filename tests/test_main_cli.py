@@ -58,3 +58,30 @@ def test_an_out_of_range_value_fails_naming_the_key_and_range(tmp_path):
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "datasets.voc21.prob_thd=3" in output and "[0, 1]" in output
+
+
+def test_resume_reruns_only_the_jobs_without_a_complete_record(tiny_voc, tmp_path):
+    _, overrides = tiny_voc
+    sweep = tmp_path / "sweep"
+    args = ["-m", "method=clip,maskclip,sfp", *overrides, f"hydra.sweep.dir={sweep}"]
+    assert run_main(*args).returncode == 0
+    first = {p.parent.name: (p.stat().st_mtime_ns, read_results(p)) for p in sweep.glob("*/results.json")}
+    assert len(first) == 3
+    (sweep / "0" / "results.json").unlink()  # killed before it finished
+    partial = read_results(sweep / "1" / "results.json")
+    partial["status"] = "partial"  # killed between two datasets
+    from sfp.tracking.results_store import write_json_atomic
+
+    write_json_atomic(sweep / "1" / "results.json", partial)
+    stamp_of_partial = (sweep / "1" / "results.json").stat().st_mtime_ns
+
+    result = run_main(*args, "resume=true")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (result.stdout + result.stderr).count("skipping the job") == 1
+    after = {p.parent.name: p for p in sweep.glob("*/results.json")}
+    assert sorted(after) == ["0", "1", "2"]
+    assert all(read_results(p)["status"] == "complete" for p in after.values())
+    assert after["2"].stat().st_mtime_ns == first["2"][0]  # the finished job was not run again
+    assert after["1"].stat().st_mtime_ns != stamp_of_partial
+    for job in ("0", "1"):  # rerun jobs give the same numbers
+        assert read_results(after[job])["metrics"] == first[job][1]["metrics"]

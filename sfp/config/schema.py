@@ -211,3 +211,4 @@ class RunConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     save_predictions: bool = False
+    resume: bool = False  # skip a job whose output dir already holds a complete record of the same config
