@@ -8,9 +8,13 @@ from ..errors import ConfigError
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def resolve_device(spec: str) -> torch.device:
+def resolve_device(spec: str, job_number: int = 0) -> torch.device:
+    """auto: the GPU when present; with several GPUs, job k of a sweep takes GPU k mod count (launchers
+    do not assign GPUs themselves)."""
     if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", job_number % torch.cuda.device_count())
     try:
         device = torch.device(spec)
     except RuntimeError as exc:

@@ -49,6 +49,16 @@ class DenseModel(nn.Module):
         return encode_queries(self.clip, self.tokenizer, class_synonyms, template_list, self.device, cache_dir)
 
 
+def _job_number() -> int:
+    """The Hydra job number inside a sweep, 0 elsewhere."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        return int(HydraConfig.get().job.num) if HydraConfig.initialized() else 0
+    except (ImportError, ValueError, AttributeError):
+        return 0
+
+
 def build_model(cfg: Any, device: Optional[torch.device | str] = None) -> DenseModel:
     """Load the configured backbone once and wrap it with the configured method."""
     from ..config.validate import check_layer_indices
@@ -59,5 +69,5 @@ def build_model(cfg: Any, device: Optional[torch.device | str] = None) -> DenseM
     check_layer_indices(cfg, tower.depth)
     method = METHODS.get(cfg.method.name)(tower, cfg)
     model = DenseModel(loaded.model, loaded.tokenizer, method, loaded.source, bool(cfg.backbone.is_real_clip))
-    device = torch.device(device) if device is not None else resolve_device(cfg.inference.device)
+    device = torch.device(device) if device is not None else resolve_device(cfg.inference.device, _job_number())
     return model.to(device).eval()
