@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
+import torch
 from omegaconf import OmegaConf
 from PIL import Image
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from .data import SegmentationDataset, build_dataset
+from .engine.distributed import Ranks, gather_objects, init_from_env, shard, sum_tensor
 from .engine.segmenter import Segmenter
 from .methods import COMPONENTS
 from .methods.stats import LayerStatsAccumulator
@@ -57,8 +59,9 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
     output_dir.mkdir(parents=True, exist_ok=True)
     choices = dict(choices or {})
     config = resolved_config(cfg)
+    ranks = init_from_env()  # several processes under torchrun: rank 0 logs and writes
     tracker = make_tracker(
-        str(getattr(cfg.tracker.backend, "value", cfg.tracker.backend)),
+        str(getattr(cfg.tracker.backend, "value", cfg.tracker.backend)) if ranks.is_main else "none",
         project=cfg.tracker.project, entity=cfg.tracker.entity,
         mode=str(getattr(cfg.tracker.mode, "value", cfg.tracker.mode)),
         group=cfg.tracker.group or group, name=job_name, tags=list(cfg.tracker.tags),
@@ -75,20 +78,21 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
     def write(status: str) -> Dict[str, Any]:
         record = build_record(config, choices, metrics, timing, class_files, status=status,
                               extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats,
-                                     "fingerprint": config_fingerprint(config)})
-        write_json_atomic(output_dir / RESULTS_FILE, record)
+                                     "fingerprint": config_fingerprint(config), "world_size": ranks.world})
+        if ranks.is_main:
+            write_json_atomic(output_dir / RESULTS_FILE, record)
         return record
 
     # Check every dataset's files before spending time on the model.
     datasets = {key: build_dataset(cfg.datasets[key], key=key) for key in cfg.datasets}
     with tracker:
         load_started = time.perf_counter()
-        model = build_model(cfg)
+        model = build_model(cfg, device=_rank_device(cfg, ranks))
         timing["model_load_s"] = time.perf_counter() - load_started
         model_info.update(source=model.source, is_real_clip=model.is_real_clip)
         _warn_unused_components(cfg, model)
         for key, dataset in datasets.items():
-            outcome = evaluate_dataset(cfg, dataset, model, output_dir)
+            outcome = evaluate_dataset(cfg, dataset, model, output_dir, ranks)
             metrics[key] = outcome.metrics
             protocols[key] = outcome.protocol
             class_files[key] = outcome.class_file_sha256
@@ -105,7 +109,8 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
         return write("complete")
 
 
-def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, output_dir: Path) -> DatasetOutcome:
+def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
+                     ranks: Ranks = Ranks()) -> DatasetOutcome:
     started = time.perf_counter()
     key = dataset.key
     segmenter = Segmenter(cfg, dataset=key, model=model, class_names=dataset.class_names)
@@ -115,20 +120,36 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
         prediction_dir.mkdir(parents=True, exist_ok=True)
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     stats = LayerStatsAccumulator() if cfg.stats.enabled else None
-    loader = DataLoader(dataset, batch_size=int(cfg.inference.images_per_batch), shuffle=False,
+    images = Subset(dataset, shard(len(dataset), ranks)) if ranks.enabled else dataset
+    loader = DataLoader(images, batch_size=int(cfg.inference.images_per_batch), shuffle=False,
                         num_workers=int(cfg.inference.num_workers), collate_fn=list)
-    for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True):
+    for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True, disable=not ranks.is_main):
         predictions = segmenter.predict_batch([sample.image for sample in batch],
                                               aux_sink=stats.update if stats is not None else None)
         for sample, prediction in zip(batch, predictions):
             accumulator.update(prediction, sample.label)
             if prediction_dir is not None:
                 save_label_png(prediction, prediction_dir / f"{sample.name}.png")
-            if len(overlays) < cfg.tracker.num_overlays:
+            if ranks.is_main and len(overlays) < cfg.tracker.num_overlays:
                 overlays.append((sample.image, prediction, sample.label))
+    if ranks.enabled:  # global sums of intersections and unions, never an average of per-rank mIoUs
+        n_images = int(sum_tensor(torch.tensor([accumulator.n_images]), ranks).item())
+        accumulator = IoUAccumulator.from_state_tensor(sum_tensor(accumulator.state_tensor(), ranks),
+                                                       n_images=n_images)
+        if stats is not None:
+            gathered = gather_objects(stats, ranks)  # every rank must take part
+            for other in gathered[1:] if ranks.is_main else []:
+                stats.merge(other)
     metrics = accumulator.compute().as_record(class_display_names(dataset, segmenter.protocol.prob_thd))
     return DatasetOutcome(metrics, segmenter.protocol.as_dict(), dataset.class_names.sha256,
                           time.perf_counter() - started, overlays, stats.result() if stats is not None else {})
+
+
+def _rank_device(cfg: Any, ranks: Ranks):
+    """Under torchrun each rank takes its own GPU (LOCAL_RANK); otherwise the config decides."""
+    if ranks.enabled and torch.cuda.is_available() and cfg.inference.device in ("auto", "cuda"):
+        return torch.device("cuda", ranks.local_rank)
+    return None
 
 
 def class_display_names(dataset: SegmentationDataset, prob_thd: float) -> List[str]:

@@ -70,6 +70,18 @@ class LayerStatsAccumulator:
             self.outliers += int(outliers.counts().sum())
             self.without_neighbour += int(aux["no_neighbour"].sum())
 
+    def merge(self, other: "LayerStatsAccumulator") -> None:
+        """Add another accumulator's sums (e.g. another rank's)."""
+        for name, values in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0) + values
+            self.counts[name] = self.counts.get(name, 0) + other.counts[name]
+        for grid, counts in other.heatmaps.items():
+            self.heatmaps[grid] = self.heatmaps.get(grid, 0) + counts
+            self.crops_per_grid[grid] = self.crops_per_grid.get(grid, 0) + other.crops_per_grid[grid]
+        self.crops += other.crops
+        self.outliers += other.outliers
+        self.without_neighbour += other.without_neighbour
+
     def result(self) -> Dict[str, Any]:
         if not self.sums:
             return {}

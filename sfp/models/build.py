@@ -51,12 +51,13 @@ class DenseModel(nn.Module):
 
 def _job_number() -> int:
     """The Hydra job number inside a sweep, 0 elsewhere."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
 
-        return int(HydraConfig.get().job.num) if HydraConfig.initialized() else 0
-    except (ImportError, ValueError, AttributeError):
+    if not HydraConfig.initialized():
         return 0
+    number = OmegaConf.select(HydraConfig.get(), "job.num", default=None, throw_on_missing=False)
+    return number if isinstance(number, int) else 0  # missing outside a multirun
 
 
 def build_model(cfg: Any, device: Optional[torch.device | str] = None) -> DenseModel:
