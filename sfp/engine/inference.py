@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from ..config.protocol import Protocol
 from ..models.text import QueryEmbeddings
 from .preprocess import normalize, rescaled_size, resize_image
-from .windows import Window, sliding_windows
+from .windows import sliding_windows
 
 # dense_features: (B, 3, h, w) -> (B, N, D), or ((B, N, D), aux) with return_aux=True
 FeatureFn = Callable[..., Any]
@@ -45,22 +45,30 @@ def sliding_window_logits(
         size = rescaled_size(image.shape[0], image.shape[1], protocol.short_side, protocol.max_long_side)
         resized.append(normalize(resize_image(image, size, device=device)))
 
+    # The resized images lie side by side in one flat pixel buffer. A window is a block of flat indices
+    # into it, so the crops of a whole batch are cut with one gather and their logits summed back with one
+    # index_add: no per-window tensor work in Python.
+    sizes = [(img.shape[1], img.shape[2]) for img in resized]
+    offsets = np.cumsum([0] + [h * w for h, w in sizes])
+    pixels = torch.cat([img.reshape(3, -1) for img in resized], dim=1)
     num_queries = queries.embeddings.shape[0]
-    sums = [torch.zeros(num_queries, *img.shape[1:], device=device) for img in resized]
-    counts = [torch.zeros(1, *img.shape[1:], device=device) for img in resized]
+    sums = torch.zeros(num_queries, int(offsets[-1]), device=device)
+    counts = torch.zeros(int(offsets[-1]), device=device)
 
     # Windows of equal size (all of them, unless an image is smaller than the crop) share forward passes.
-    jobs: Dict[Tuple[int, int], List[Tuple[int, Window]]] = defaultdict(list)
-    for index, img in enumerate(resized):
-        for window in sliding_windows(img.shape[1], img.shape[2], protocol.crop, protocol.stride):
-            jobs[window.size].append((index, window))
+    groups: Dict[Tuple[int, int], List[Tuple[int, int, int, int]]] = defaultdict(list)
+    for index, (height, width) in enumerate(sizes):
+        for window in sliding_windows(height, width, protocol.crop, protocol.stride):
+            groups[window.size].append((int(offsets[index]), width, window.top, window.left))
 
     text = queries.embeddings.float()
-    for (height, width), entries in jobs.items():
+    for (height, width), placements in groups.items():
+        index = _window_indices(placements, height, width, device)  # (n, h * w)
+        counts.index_add_(0, index.flatten(), torch.ones(index.numel(), device=device))
         grid = (height // patch_size[0], width // patch_size[1])
-        for start in range(0, len(entries), batch_size):
-            chunk = entries[start:start + batch_size]
-            crops = torch.stack([resized[i][:, w.top:w.bottom, w.left:w.right] for i, w in chunk])
+        for start in range(0, len(placements), batch_size):
+            chunk = index[start:start + batch_size]
+            crops = pixels[:, chunk.flatten()].view(3, len(chunk), height, width).transpose(0, 1)
             with autocast_context(device, dtype):
                 if aux_sink is None:
                     features = features_fn(crops)
@@ -71,17 +79,26 @@ def sliding_window_logits(
             logits = protocol.logit_scale * features @ text.T  # (b, N, Q)
             logits = logits.transpose(1, 2).reshape(len(chunk), num_queries, *grid)
             logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            for (i, w), window_logits in zip(chunk, logits):
-                sums[i][:, w.top:w.bottom, w.left:w.right] += window_logits
-                counts[i][:, w.top:w.bottom, w.left:w.right] += 1
+            sums.index_add_(1, chunk.flatten(), logits.transpose(0, 1).reshape(num_queries, -1))
 
+    averaged = sums / counts
     outputs = []
-    for image, total, count in zip(images, sums, counts):
-        averaged = (total / count)[None]
+    for image, (height, width), offset in zip(images, sizes, offsets):
+        logits = averaged[:, offset:offset + height * width].view(1, num_queries, height, width)
         outputs.append(
-            F.interpolate(averaged, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=False)[0]
+            F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=False)[0]
         )
     return outputs
+
+
+def _window_indices(placements: List[Tuple[int, int, int, int]], height: int, width: int,
+                    device: torch.device) -> torch.Tensor:
+    """Flat buffer indices of windows given as (image offset, image width, top, left): (n, height * width)."""
+    offset, image_width, top, left = (torch.tensor(column, device=device).view(-1, 1, 1)
+                                      for column in zip(*placements))
+    rows = torch.arange(height, device=device).view(1, -1, 1)
+    cols = torch.arange(width, device=device).view(1, 1, -1)
+    return (offset + (top + rows) * image_width + left + cols).view(len(placements), -1)
 
 
 def class_probabilities(logits: torch.Tensor, queries: QueryEmbeddings) -> torch.Tensor:
