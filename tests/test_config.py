@@ -112,3 +112,8 @@ def test_paths_hold_no_personal_locations():
     for path in CONF.rglob("*.yaml"):
         text = path.read_text()
         assert "/home/" not in text and "/Users/" not in text and "/root/" not in text, path
+
+
+def test_an_unknown_top_level_key_added_with_plus_is_refused():
+    with pytest.raises(ConfigError, match=r"unknown top-level key\(s\) \['foo'\]"):
+        sfp.compose(["+foo=1"])

@@ -22,6 +22,15 @@ def validate_config(cfg: Any) -> None:
     from ..methods import METHODS
     from ..models.templates import TEMPLATE_SETS
 
+    from dataclasses import fields
+
+    from .schema import RunConfig
+
+    known = {f.name for f in fields(RunConfig)} | {"hydra"}
+    unknown = sorted(set(cfg.keys()) - known)
+    if unknown:  # e.g. +experiment=<name> when the experiments folder was not found
+        raise ConfigError(f"config error: unknown top-level key(s) {unknown}: expected only {sorted(known - {'hydra'})}"
+                          " (is the group you selected with '+' on Hydra's search path?)")
     inf = cfg.inference
     _check(inf.crop >= 1, "inference.crop", inf.crop, "an integer >= 1")
     _check(1 <= inf.stride <= inf.crop, "inference.stride", inf.stride, f"an integer in [1, inference.crop={inf.crop}]")
