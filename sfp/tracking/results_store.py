@@ -18,7 +18,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -346,17 +346,22 @@ def collect_results(folder: PathLike, per_class: bool = False) -> pd.DataFrame:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"results folder {folder} does not exist or is not a folder")
-    rows: List[Dict[str, Any]] = []
+    located: List[Tuple[str, Dict[str, Any]]] = []
     for path in sorted(folder.rglob(RESULTS_FILENAME)):
         if not path.is_file():
             continue
         try:
-            record = read_results(path)
+            located.append((str(path.parent), read_results(path)))
         except ResultsError as e:
             warnings.warn(f"skipping {path}: {e}", stacklevel=2)
-            continue
-        rows.extend(_rows(record, str(path.parent), per_class))
+    return records_to_frame(located, per_class=per_class)
 
+
+def records_to_frame(records: Iterable[Tuple[str, Dict[str, Any]]], per_class: bool = False) -> pd.DataFrame:
+    """The rows of `collect_results` for (run_dir, record) pairs already in memory."""
+    rows: List[Dict[str, Any]] = []
+    for run_dir, record in records:
+        rows.extend(_rows(record, run_dir, per_class))
     if not rows:
         return pd.DataFrame({c: pd.Series(dtype=_empty_dtype(c)) for c in BASE_COLUMNS})
 

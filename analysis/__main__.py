@@ -1,0 +1,4 @@
+"""`python -m analysis ...`: see analysis/cli.py."""
+from .cli import main
+
+raise SystemExit(main())

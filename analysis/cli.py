@@ -1,0 +1,177 @@
+"""`python -m analysis <table> --runs DIR`: the paper's tables (and figures) from a folder of runs or a W&B
+project.
+
+    python -m analysis main --runs outputs/ --format tex --out main.tex
+    python -m analysis components --runs outputs/sweeps/2026-01-01
+    python -m analysis detector --runs outputs/ --where backbone=vit_b16
+    python -m analysis sweep --param mitigator.top_k --runs outputs/ --format csv
+    python -m analysis main --wandb my-team/sfp --group sweep-7f3a      # pulled once, then read from the cache
+    python -m analysis plots --runs outputs/ --out-dir figures --param mitigator.top_k
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+from sfp.errors import SFPError
+
+from .published import load_published
+from .render import FORMATS, render
+from .runs import filter_runs, load_records, load_runs, parse_where
+from .tables import components_table, detector_table, main_table, sweep_table
+
+TABLE_COMMANDS = ("main", "components", "detector", "sweep")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m analysis", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    commands = parser.add_subparsers(dest="command", required=True,
+                                     metavar="{main,components,detector,sweep,plots,pull}")
+
+    source = argparse.ArgumentParser(add_help=False)
+    where = source.add_argument_group("runs")
+    where.add_argument("--runs", nargs="+", type=Path, metavar="DIR", help="folders searched for results.json")
+    where.add_argument("--wandb", metavar="ENTITY/PROJECT", help="runs of a W&B project (pulled once, then cached)")
+    where.add_argument("--group", help="only this W&B group (with --wandb)")
+    where.add_argument("--refresh", action="store_true", help="pull from W&B again even when a cache exists")
+    where.add_argument("--cache-dir", type=Path, help="W&B cache folder (default $SFP_CACHE_DIR/wandb_runs "
+                                                      "or .cache/sfp/wandb_runs)")
+    where.add_argument("--wandb-cache", type=Path, metavar="FILE", help="read this W&B cache file (offline)")
+    where.add_argument("--where", action="append", default=[], metavar="KEY=VALUE",
+                       help="keep runs whose field equals VALUE (backbone=vit_b16, mitigator.top_k=10); repeatable")
+    where.add_argument("--datasets", help="comma-separated dataset columns, or 'all' for the eight benchmarks "
+                                          "(default: the datasets the runs evaluated)")
+
+    output = argparse.ArgumentParser(add_help=False)
+    out = output.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, help="md (default; or from --out's suffix), tex or csv")
+    out.add_argument("--out", type=Path, metavar="FILE", help="write here instead of printing")
+    out.add_argument("--decimals", type=int, default=2, help="decimals shown in md and tex (default 2)")
+
+    main = commands.add_parser("main", parents=[source, output], help="methods x datasets with published figures")
+    main.add_argument("--published", type=Path, metavar="CSV", help="published figures (default: the project's)")
+    main.add_argument("--no-published", action="store_true", help="reproduced rows only")
+    main.add_argument("--published-rows", choices=("all", "matched"), default="all",
+                      help="all published methods of each backbone (default) or only those with runs")
+    main.add_argument("--backbone-label", action="append", default=[], metavar="CHOICE=NAME",
+                      help="compare a backbone with a published one, e.g. custom=ViT-B/16; repeatable")
+    for name, text in (("components", "one row per on/off combination of the SFP components"),
+                       ("detector", "one row per outlier detector")):
+        command = commands.add_parser(name, parents=[source, output], help=text)
+        command.add_argument("--preset", default="sfp", help="method preset whose runs are compared (default sfp)")
+    sweep = commands.add_parser("sweep", parents=[source, output], help="one row per value of a config field")
+    sweep.add_argument("--param", required=True, help="config field, e.g. mitigator.top_k or aggregation.beta")
+
+    plots = commands.add_parser("plots", parents=[source], help="figures as PNG and PDF")
+    plots.add_argument("--out-dir", type=Path, required=True, help="folder for the figures")
+    plots.add_argument("--param", action="append", default=[], help="also plot mIoU against this swept field")
+    plots.add_argument("--dataset", action="append", default=[], help="datasets for the per-layer figures "
+                                                                       "(default: every dataset with statistics)")
+
+    pull = commands.add_parser("pull", help="pull W&B runs into the cache and print its path")
+    pull.add_argument("--wandb", required=True, metavar="ENTITY/PROJECT")
+    pull.add_argument("--group")
+    pull.add_argument("--cache-dir", type=Path)
+    return parser
+
+
+def _records(args: argparse.Namespace):
+    """The run records of the chosen source (W&B caches hold records of the same shape)."""
+    from .wandb_pull import cache_path, pull_runs, read_cache
+
+    if args.runs:
+        return load_records(args.runs)
+    if args.wandb_cache:
+        return read_cache(args.wandb_cache)
+    target = cache_path(args.wandb, args.group, args.cache_dir)
+    if args.refresh or not target.is_file():
+        pull_runs(args.wandb, args.group, cache_file=target)
+        print(f"pulled W&B runs into {target}", file=sys.stderr)
+    return read_cache(target)
+
+
+def _runs(args: argparse.Namespace, records=None):
+    """The runs table of the chosen source, filtered by --where (from `records` when already loaded)."""
+    if records is None and args.runs:
+        runs = load_runs(args.runs)
+    else:
+        records = _records(args) if records is None else records
+        if not records:
+            raise SFPError("no runs found" + (" in the W&B project (or group)" if not args.runs else ""))
+        runs = load_runs(records=records)
+    runs = filter_runs(runs, parse_where(args.where))
+    if runs.empty:
+        raise SFPError(f"no runs left after --where {' '.join(args.where)}")
+    return runs
+
+
+def _table(args: argparse.Namespace):
+    runs = _runs(args)
+    if args.command == "main":
+        published = False if args.no_published else (None if args.published is None else
+                                                      load_published(args.published))
+        return main_table(runs, published=published, datasets=args.datasets, published_rows=args.published_rows,
+                          backbone_labels=parse_where(args.backbone_label))
+    if args.command == "components":
+        return components_table(runs, preset=args.preset, datasets=args.datasets)
+    if args.command == "detector":
+        return detector_table(runs, preset=args.preset, datasets=args.datasets)
+    return sweep_table(runs, args.param, datasets=args.datasets)
+
+
+def _plots(args: argparse.Namespace) -> List[Path]:
+    from .plots import heatmap_plot, layer_stats_plot, save_figure, sweep_plot
+
+    written: List[Path] = []
+    records = _records(args)
+    runs = _runs(args, records)
+    kept = set(runs["run_dir"])  # --where applies to the per-layer figures too
+    records = [r for r in records if r["run_dir"] in kept]
+    for param in args.param:
+        table = sweep_table(runs, param, datasets=args.datasets)
+        written += save_figure(sweep_plot(table), args.out_dir / f"sweep-{param}")
+    datasets = args.dataset or sorted({d for r in records for d in (r.get("outlier_stats") or {})})
+    for dataset in datasets:
+        try:
+            written += save_figure(layer_stats_plot(records, dataset), args.out_dir / f"layer-stats-{dataset}")
+        except ValueError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+        try:
+            written += save_figure(heatmap_plot(records, dataset), args.out_dir / f"outlier-heatmap-{dataset}")
+        except ValueError as e:
+            print(f"skipped: {e}", file=sys.stderr)
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command != "pull" and sum(map(bool, (args.runs, args.wandb, args.wandb_cache))) != 1:
+        parser.error("give exactly one of --runs DIR, --wandb ENTITY/PROJECT or --wandb-cache FILE")
+    try:
+        if args.command == "pull":
+            from .wandb_pull import pull_runs
+
+            print(pull_runs(args.wandb, args.group, cache_dir=args.cache_dir))
+            return 0
+        if args.command == "plots":
+            for path in _plots(args):
+                print(path)
+            return 0
+        fmt = args.format or (args.out.suffix.lstrip(".") if args.out and args.out.suffix.lstrip(".") in FORMATS
+                              else "md")
+        text = render(_table(args), fmt, decimals=args.decimals)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text, encoding="utf-8")
+        else:
+            sys.stdout.write(text)
+        return 0
+    except (SFPError, ValueError, KeyError, FileNotFoundError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+        return 2

@@ -1,0 +1,133 @@
+"""Which runs are the same configuration.
+
+Two runs are the same configuration when every setting that can change their numbers is equal: the resolved
+config without the keys that only say where files live or how work is batched (`sfp.tracking.resume`'s
+VOLATILE_KEYS, plus `paths.*`, the dataset roots and `inference.device`), and, for one dataset's figures,
+without the other datasets' settings. Tables average the runs of one configuration and keep different
+configurations apart: when the runs behind a table row differ in some setting (e.g. a `top_k` sweep lying in
+the same folder as a component ablation), the row keeps the runs whose differing settings are the schema
+defaults, or, when none are, becomes one row per configuration.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Dict, List, Sequence, Tuple
+
+import pandas as pd
+
+from sfp.tracking.resume import VOLATILE_KEYS
+from sfp.tracking.results_store import flatten_config, to_jsonable
+
+IGNORED_PREFIXES = tuple(".".join(path) for path in VOLATILE_KEYS) + ("paths", "inference.device")
+DATASET_PREFIX = "dataset."  # settings of the row's own dataset: dataset.short_side, dataset.prob_thd, ...
+IGNORED_DATASET_FIELDS = ("root",)
+
+
+def is_ignored(key: str) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in IGNORED_PREFIXES)
+
+
+def normalise(value: Any) -> str:
+    """A setting's value as comparable text: None and missing -> "null", tuples -> JSON lists."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, tuple):
+        value = list(value)
+    try:
+        return json.dumps(to_jsonable(value), sort_keys=True)
+    except TypeError:
+        return str(value)
+
+
+def settings(runs: pd.DataFrame) -> pd.DataFrame:
+    """One column per significant setting (dotted names without `cfg.`), values normalised to text; the
+    row's own dataset's settings appear as `dataset.<field>`."""
+    columns: Dict[str, pd.Series] = {}
+    for column in runs.columns:
+        if not column.startswith("cfg."):
+            continue
+        key = column[4:]
+        if key.startswith("datasets.") or is_ignored(key):
+            continue
+        columns[key] = runs[column].map(normalise)
+    for dataset in runs["dataset"].dropna().unique():
+        prefix = f"cfg.datasets.{dataset}."
+        rows = runs["dataset"] == dataset
+        for column in runs.columns:
+            if column.startswith(prefix) and column[len(prefix):] not in IGNORED_DATASET_FIELDS:
+                name = DATASET_PREFIX + column[len(prefix):]
+                values = columns.setdefault(name, pd.Series("null", index=runs.index, dtype=object))
+                values[rows] = runs.loc[rows, column].map(normalise)
+    return pd.DataFrame(columns, index=runs.index)
+
+
+@lru_cache(maxsize=1)
+def _defaults() -> Tuple[Tuple[str, str], ...]:
+    from sfp.config.schema import RunConfig
+
+    flat = flatten_config(json.loads(json.dumps(to_jsonable(RunConfig()))))
+    return tuple((key, normalise(value)) for key, value in flat.items())
+
+
+def defaults() -> Dict[str, str]:
+    """The schema's default of every setting, normalised (what `python main.py` runs unless told otherwise)."""
+    return dict(_defaults())
+
+
+def describe(key: str, value: str) -> str:
+    """`mitigator.enabled`="true" -> "mitigator=on"; other settings as key=value."""
+    if key.endswith(".enabled") and value in ("true", "false"):
+        return f"{key[:-len('.enabled')]}={'on' if value == 'true' else 'off'}"
+    return f"{key}={value}"
+
+
+@dataclass
+class Selection:
+    """The runs kept for a table row group: `variant` labels each kept row ("" when the group is one
+    configuration), `notes` say which runs were set aside."""
+
+    keep: pd.Series
+    variant: pd.Series
+    notes: List[str] = field(default_factory=list)
+
+
+def select_configurations(runs: pd.DataFrame, keys: Sequence[str], describe_group=None) -> Selection:
+    """For each group of rows with equal `keys`: the settings that differ within it (per dataset); keeps the
+    runs at the defaults of those settings when there are such runs, otherwise keeps all and labels each
+    configuration."""
+    table = settings(runs)
+    known = defaults()
+    keep = pd.Series(True, index=runs.index)
+    variant = pd.Series("", index=runs.index, dtype=object)
+    notes: List[str] = []
+    group_keys = list(keys)
+    for key, index in runs.groupby(group_keys, dropna=False, sort=False).groups.items():
+        group = table.loc[index]
+        datasets = runs.loc[index, "dataset"]
+        distinct = group.groupby(datasets).nunique().max()
+        differing = [c for c in group.columns if distinct[c] > 1]
+        if not differing:
+            continue
+        label = group[differing].apply(lambda row: ", ".join(describe(k, row[k]) for k in differing), axis=1)
+        at_defaults = pd.Series(True, index=index)
+        for column in differing:
+            at_defaults &= group[column] == known.get(column, object())
+        name = describe_group(key) if describe_group else ", ".join(map(str, _as_tuple(key)))
+        if at_defaults.any():
+            left_out = runs.loc[index[~at_defaults.to_numpy()], "run_dir"].nunique()
+            keep[index[~at_defaults.to_numpy()]] = False
+            fields = ", ".join(differing)
+            notes.append(f"{name}: {left_out} run(s) with other settings of {fields} left out "
+                         f"(the row uses the defaults: {', '.join(describe(c, known[c]) for c in differing)})")
+        else:
+            variant[index] = label
+    return Selection(keep, variant, notes)
+
+
+def _as_tuple(key: Any) -> Tuple[Any, ...]:
+    return key if isinstance(key, tuple) else (key,)
