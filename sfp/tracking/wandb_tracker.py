@@ -77,7 +77,19 @@ class Tracker(Protocol):
     def finish(self, exit_code: int = 0) -> None: ...
 
 
-class NullTracker:
+class _RunContext:
+    """`with tracker:` starts the run and always finishes it, marked failed when the body raised."""
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        self.finish(1 if exc_type is not None else 0)
+        return False
+
+
+class NullTracker(_RunContext):
     """Backend "none": every call is a no-op."""
 
     mode = "none"
@@ -108,13 +120,6 @@ class NullTracker:
     def finish(self, exit_code: int = 0) -> None:
         pass
 
-    def __enter__(self) -> "NullTracker":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.finish(1 if exc_type is not None else 0)
-        return False
 
 
 # --------------------------------------------------------------------------- credentials
@@ -152,7 +157,7 @@ def _netrc_has_entry(url: str) -> bool:
 # --------------------------------------------------------------------------- W&B
 
 
-class WandbTracker:
+class WandbTracker(_RunContext):
     """Logs one job to one W&B run.
 
     mode: "auto" (online when credentials are configured, else offline; WANDB_MODE, when set,
@@ -322,13 +327,6 @@ class WandbTracker:
         except Exception as e:
             _warn(f"wandb run.finish failed ({_short(e)}); the local results are unaffected")
 
-    def __enter__(self) -> "WandbTracker":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        self.finish(1 if exc_type is not None else 0)
-        return False
 
     # -- logging ----------------------------------------------------------------------------
 
