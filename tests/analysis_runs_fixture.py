@@ -18,7 +18,7 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from conftest import REPO, tiny_overrides
+from conftest import tiny_overrides
 from data_layouts_fixture import build_layout
 
 

@@ -1,7 +1,6 @@
 """Shared fixtures: a tiny random-weight CLIP and tiny datasets in the real on-disk layouts."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List

@@ -11,6 +11,14 @@ from sfp.engine.distributed import Ranks, shard
 from sfp.tracking.results_store import read_results
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def test_shards_cover_every_image_exactly_once():
     for length in (0, 1, 5, 8):
         for world in (1, 2, 3):
@@ -23,7 +31,7 @@ def test_two_processes_reduce_sums_to_the_single_process_metrics(tiny_voc, tmp_p
     single = subprocess.run([sys.executable, "main.py", *overrides, f"hydra.run.dir={tmp_path / 'one'}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
     double = subprocess.run([*torchrun, "main.py", *overrides, f"hydra.run.dir={tmp_path / 'two'}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
