@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 
 @dataclass(frozen=True)
@@ -14,6 +14,8 @@ class Protocol:
     logit_scale: float
     prob_thd: float
     area_thd: float
+    pamr_steps: int = 0  # 0: no PAMR
+    pamr_dilations: Tuple[int, ...] = ()
 
     def as_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -34,4 +36,6 @@ def effective_protocol(cfg: Any, dataset_key: str) -> Protocol:
         logit_scale=float(values["logit_scale"]),
         prob_thd=float(values["prob_thd"]),
         area_thd=float(values["area_thd"]),
+        pamr_steps=int(cfg.inference.pamr_steps) if cfg.inference.pamr else 0,
+        pamr_dilations=tuple(int(d) for d in cfg.inference.pamr_dilations) if cfg.inference.pamr else (),
     )

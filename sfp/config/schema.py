@@ -171,6 +171,9 @@ class InferenceConfig:
     images_per_batch: int = 4  # images loaded and windowed together
     num_workers: int = 0  # data-loading worker processes
     device: str = "auto"  # auto: the GPU when present, else the CPU
+    pamr: bool = False  # PAMR post-processing (NACLIP's release runs it; the SFP protocol does not)
+    pamr_steps: int = 10
+    pamr_dilations: List[int] = field(default_factory=lambda: [8, 16])
 
 
 @dataclass

@@ -38,6 +38,9 @@ def validate_config(cfg: Any) -> None:
     _check(inf.batch_size >= 1, "inference.batch_size", inf.batch_size, "an integer >= 1")
     _check(inf.images_per_batch >= 1, "inference.images_per_batch", inf.images_per_batch, "an integer >= 1")
     _check(inf.num_workers >= 0, "inference.num_workers", inf.num_workers, "an integer >= 0")
+    _check(inf.pamr_steps >= 1, "inference.pamr_steps", inf.pamr_steps, "an integer >= 1")
+    _check(len(inf.pamr_dilations) > 0 and all(d >= 1 for d in inf.pamr_dilations), "inference.pamr_dilations",
+           list(inf.pamr_dilations), "a non-empty list of integers >= 1")
     _check(inf.templates in TEMPLATE_SETS, "inference.templates", inf.templates,
            f"one of {', '.join(TEMPLATE_SETS.names())}")
     _check(cfg.method.name in METHODS, "method.name", cfg.method.name, f"one of {', '.join(METHODS.names())}")

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..config.protocol import Protocol
 from ..models.text import QueryEmbeddings
+from .pamr import pamr
 from .preprocess import normalize, rescaled_size, resize_image
 from .windows import sliding_windows
 
@@ -83,8 +84,10 @@ def sliding_window_logits(
 
     averaged = sums / counts
     outputs = []
-    for image, (height, width), offset in zip(images, sizes, offsets):
+    for image, resized_image, (height, width), offset in zip(images, resized, sizes, offsets):
         logits = averaged[:, offset:offset + height * width].view(1, num_queries, height, width)
+        if protocol.pamr_steps:
+            logits = pamr(resized_image[None], logits, protocol.pamr_steps, protocol.pamr_dilations)
         outputs.append(
             F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=False)[0]
         )

@@ -58,7 +58,7 @@ class SCLIPDense(LastBlockMethod):
 @register_method("naclip")
 class NACLIPDense(LastBlockMethod):
     """NACLIP: key-key attention plus a Gaussian neighbourhood prior over patch positions, reduced.
-    (NACLIP's release also applies PAMR post-processing by default; this framework does not.)"""
+    (NACLIP's release also applies PAMR post-processing by default; here that is `inference.pamr`, off.)"""
 
     def attention(self, q, k, grid):
         logits = (k * self.tower.head_dim**-0.5) @ k.transpose(-2, -1)
