@@ -5,6 +5,7 @@ class registered in LAYOUTS. Layouts only list files; existence of every file is
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List
@@ -20,16 +21,18 @@ class Item:
     label_path: Path
 
 
-class DatasetLayout:
+class DatasetLayout(ABC):
     """Base class; subclasses implement `list_items` and `describe`."""
 
     name: str = ""
 
+    @abstractmethod
     def describe(self, split: str) -> str:
-        raise NotImplementedError
+        """Implemented by each layout."""
 
+    @abstractmethod
     def list_items(self, root: Path, split: str) -> List[Item]:
-        raise NotImplementedError
+        """Implemented by each layout."""
 
 
 LAYOUTS: Registry[type] = Registry("dataset layout")
@@ -102,11 +105,13 @@ class FolderLayout(DatasetLayout):
     def split_folder(self, split: str) -> str:
         return split
 
+    @abstractmethod
     def image_dir(self, root: Path, split: str) -> Path:
-        raise NotImplementedError
+        """Implemented by each layout."""
 
+    @abstractmethod
     def label_dir(self, root: Path, split: str) -> Path:
-        raise NotImplementedError
+        """Implemented by each layout."""
 
     def describe(self, split: str) -> str:
         root = Path("<root>")

@@ -1,6 +1,7 @@
 """The interface every dense method implements, and the registry that names them."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, FrozenSet, Tuple, Union
 
 import torch
@@ -17,7 +18,7 @@ register_method = METHODS.register
 COMPONENTS = ("mitigator", "enhancer", "integrator", "aggregation")
 
 
-class DenseMethod(nn.Module):
+class DenseMethod(nn.Module, ABC):
     """Turns normalised crops (B, 3, H, W) into per-patch features (B, N, D) before L2 normalisation.
 
     Subclasses implement `forward_features`; `cfg` is the full run config (attribute access), so a method
@@ -31,8 +32,9 @@ class DenseMethod(nn.Module):
         self.tower = tower
         self.cfg = cfg
 
+    @abstractmethod
     def forward_features(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
-        raise NotImplementedError  # abstract: every registered method overrides it
+        """(features (B, N, D), aux) for normalised crops (B, 3, H, W)."""
 
     def dense_features(
         self, images: torch.Tensor, return_aux: bool = False

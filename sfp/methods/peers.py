@@ -3,6 +3,7 @@ normally; the last block attends with its own W over all 1 + N tokens. "Reduced"
 ln_post(out_proj(W v)) @ proj; "full" keeps the residual and the MLP."""
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import ClassVar, Optional, Tuple
 
 import torch
@@ -13,9 +14,9 @@ from .base import DenseMethod, register_method
 class LastBlockMethod(DenseMethod):
     full: ClassVar[bool] = False
 
+    @abstractmethod
     def attention(self, q: torch.Tensor, k: torch.Tensor, grid: Tuple[int, int]) -> Optional[torch.Tensor]:
         """W per head, (B, heads, T, T); None means identity (each token attends only to itself)."""
-        raise NotImplementedError  # abstract: each registered subclass defines its attention
 
     def forward_features(self, images):
         tower = self.tower
