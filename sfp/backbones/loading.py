@@ -6,6 +6,7 @@ OpenAI's original .pt files), whose state dict is read with `torch.jit.load`.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import zipfile
@@ -126,8 +127,28 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _verify_checksum(cfg: BackboneConfig, path: Path) -> None:
+    if not cfg.checkpoint_sha256 or not path.is_file():
+        return
+    actual = file_sha256(path)
+    if actual != cfg.checkpoint_sha256.lower():
+        raise WeightsError(
+            f"checkpoint {path} has SHA-256 {actual}, but backbone.checkpoint_sha256 expects "
+            f"{cfg.checkpoint_sha256}: the file is damaged or not the one this config names"
+        )
+
+
 def _from_checkpoint(cfg: BackboneConfig):
     path = Path(cfg.checkpoint).expanduser()
+    _verify_checksum(cfg, path)
     state = read_state_dict(path)
     if "visual.proj" not in state or "visual.transformer.resblocks.0.attn.in_proj_weight" not in state:
         raise WeightsError(
@@ -139,7 +160,7 @@ def _from_checkpoint(cfg: BackboneConfig):
             model = _create(cfg, pretrained=None)
         arch = cfg.model
     else:
-        model = build_clip_from_state_dict(state, quick_gelu=cfg.quick_gelu, head_width=64)
+        model = build_clip_from_state_dict(state, quick_gelu=cfg.quick_gelu, head_width=cfg.head_width)
         arch = "inferred"
     try:
         model.load_state_dict(state, strict=True)
@@ -148,7 +169,7 @@ def _from_checkpoint(cfg: BackboneConfig):
             f"checkpoint {path} does not match the architecture {arch!r}: {str(exc).splitlines()[0]} ... "
             "(for a checkpoint of another width or depth set backbone.model=null, which infers the architecture)"
         ) from exc
-    return model, f"file:{path}"
+    return model, f"file:{path}" + (f"#sha256={cfg.checkpoint_sha256.lower()}" if cfg.checkpoint_sha256 else "")
 
 
 def build_clip_from_state_dict(state: Dict[str, torch.Tensor], quick_gelu: bool, head_width: int = 64) -> CLIP:
@@ -189,9 +210,33 @@ def _quiet_random_init_warning():
 
 def _tokenizer_for(cfg: BackboneConfig, model: CLIP) -> Callable:
     context_length = model.context_length
-    if cfg.model and cfg.model in open_clip.list_models() and (not cfg.checkpoint or _named(cfg)):
-        return open_clip.get_tokenizer(cfg.model, context_length=context_length)
-    return open_clip.SimpleTokenizer(context_length=context_length)
+    if cfg.tokenizer:
+        tokenizer = _bpe_tokenizer(Path(cfg.tokenizer).expanduser(), context_length)
+    elif cfg.model and cfg.model in open_clip.list_models() and (not cfg.checkpoint or _named(cfg)):
+        tokenizer = open_clip.get_tokenizer(cfg.model, context_length=context_length)
+    else:
+        tokenizer = open_clip.SimpleTokenizer(context_length=context_length)
+    rows = model.token_embedding.num_embeddings if hasattr(model, "token_embedding") else None
+    size = getattr(tokenizer, "vocab_size", None)
+    if rows is not None and size is not None and size > rows:
+        raise WeightsError(
+            f"backbone {cfg.name!r}: the tokenizer has {size} tokens but the text tower embeds only {rows}; "
+            + ("backbone.tokenizer names a vocabulary that does not belong to these weights"
+               if cfg.tokenizer else "set backbone.tokenizer to the BPE merges file the weights were trained with")
+        )
+    return tokenizer
+
+
+def _bpe_tokenizer(path: Path, context_length: int) -> Callable:
+    if not path.is_file():
+        raise WeightsError(f"backbone.tokenizer: BPE merges file not found: {path}")
+    try:
+        return open_clip.SimpleTokenizer(bpe_path=str(path), context_length=context_length)
+    except Exception as exc:
+        raise WeightsError(
+            f"backbone.tokenizer: could not read {path} as an open_clip BPE merges file "
+            f"(gzip text, a version line, then one merge per line): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def _named(cfg: BackboneConfig) -> bool:

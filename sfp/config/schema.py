@@ -99,6 +99,9 @@ class BackboneConfig:
     checkpoint: Optional[str] = None  # local weights file; takes precedence over `pretrained`
     checkpoint_format: CheckpointFormat = CheckpointFormat.auto
     weights_cache_dir: Optional[str] = None  # where open_clip keeps downloaded weights (None: the HF cache)
+    checkpoint_sha256: Optional[str] = None  # when set, the checkpoint file must have this SHA-256
+    tokenizer: Optional[str] = None  # BPE merges file (open_clip's .txt.gz format); None: the standard CLIP BPE
+    head_width: int = 64  # attention head width, used when the architecture is inferred from a checkpoint
     quick_gelu: bool = True  # the OpenAI weights were trained with QuickGELU
     is_real_clip: bool = True  # False for the embedded demo / test models: printed beside every number
     layers: LayerIndices = field(default_factory=LayerIndices)
