@@ -16,10 +16,21 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-# The embedded default (demo model, demo benchmark) under three methods: plain CLIP, MaskCLIP and SFP.
+# The embedded default: the demo CLIP (shipped in sfp/assets/demo) on the synthetic demo benchmark.
+# Every method preset, then SFP's 2^3 component sweep; prints both tables and the reference points.
+DEMO_RUNS := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
+DEMO_PRESETS ?= clip,maskclip,clearclip,sclip,naclip,sc_clip,sfp_early,sfp
+
 demo: $(VENV)/.installed
 	$(PY) -m sfp.demo prepare
-	$(PY) main.py -m method=clip,maskclip,sfp
+	$(PY) main.py -m method=$(DEMO_PRESETS) hydra.sweep.dir=$(DEMO_RUNS)/presets
+	$(PY) main.py -m mitigator=on,off enhancer=on,off integrator=on,off hydra.sweep.dir=$(DEMO_RUNS)/components
+	@echo; echo "== method presets on the demo benchmark (mIoU, %) =="
+	$(PY) -m analysis main --no-published --runs $(DEMO_RUNS)/presets
+	@echo; echo "== SFP component ablation on the demo benchmark (mIoU, %) =="
+	$(PY) -m analysis components --runs $(DEMO_RUNS)/components
+	@echo; echo "== reference points =="
+	$(PY) -m sfp.demo reference
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q

@@ -1,20 +1,19 @@
-"""The embedded demo: scene generator, VOC layout writer, tiny model config, training, prepare."""
+"""The embedded demo benchmark: scene generator, VOC layout writer, prepare."""
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
 from sfp.demo import scenes
 from sfp.demo.benchmark import BenchmarkSettings, write_benchmark
 from sfp.demo.assets import MANIFEST, demo_paths, prepare
-from sfp.demo.train import CONFIG_PATH, MODEL_NAME, TrainSettings, create_model, train, visual_features
 
 TINY_SCENE = scenes.SceneSpec(height=48, width=64, min_size=0.2, max_size=0.35)
 TINY_BENCH = BenchmarkSettings(num_train=3, num_val=4, scene=TINY_SCENE)
-TINY_TRAIN = TrainSettings(steps=2, batch_size=2, pool_size=4, warmup=1, text_draws=1)
 
 
 def _quiet(_msg: str) -> None:
@@ -99,73 +98,33 @@ def test_benchmark_layout(tmp_path):
     assert not list(root.rglob("*.tmp*"))
 
 
-# ----------------------------------------------------------------------------- model
-
-
-def test_model_config_builds_with_open_clip():
-    cfg = json.loads(CONFIG_PATH.read_text())
-    assert cfg["vision_cfg"]["layers"] == 12 and cfg["vision_cfg"]["patch_size"] == 16
-    assert cfg["text_cfg"]["vocab_size"] == 49408
-    model = create_model()
-    assert len(model.visual.transformer.resblocks) == 12
-    assert model.visual.image_size == (224, 224)
-    assert model.context_length == cfg["text_cfg"]["context_length"]
-    import open_clip
-
-    tokens = open_clip.get_tokenizer(MODEL_NAME)(["a photo of a ball."])
-    assert tokens.shape == (1, cfg["text_cfg"]["context_length"])
-    with torch.no_grad():
-        image, dense_clip, dense_mc = visual_features(model.visual, torch.zeros(1, 3, 224, 224))
-        assert image.shape == (1, cfg["embed_dim"])
-        assert dense_clip.shape == dense_mc.shape == (1, 196, cfg["embed_dim"])
-        torch.testing.assert_close(image, model.encode_image(torch.zeros(1, 3, 224, 224)))
-
-
-def test_train_saves_loadable_checkpoint(tmp_path):
-    path = train(tmp_path / "m.pt", TINY_TRAIN, log=_quiet)
-    state = torch.load(path, weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in state.values())
-    assert "visual.transformer.resblocks.11.attn.in_proj_weight" in state
-    model = create_model(path)
-    for k, v in model.state_dict().items():
-        torch.testing.assert_close(v, state[k])
-    assert not list(tmp_path.glob("*.tmp*"))
-
-
 # ----------------------------------------------------------------------------- prepare
 
 
 def test_prepare_is_idempotent(tmp_path):
     messages = []
-    paths = prepare(tmp_path, benchmark=TINY_BENCH, training=TINY_TRAIN, log=messages.append)
+    paths = prepare(tmp_path, benchmark=TINY_BENCH, log=messages.append)
     assert paths == demo_paths(tmp_path)
     assert paths.voc_root == tmp_path / "demo" / "VOCdevkit" / "VOC2012"
-    assert paths.checkpoint.is_file() and (paths.voc_root / "ImageSets" / "Segmentation" / "val.txt").is_file()
-    manifest = json.loads((paths.data_root / MANIFEST).read_text())
-    assert {"benchmark", "model"} <= set(manifest)
-    stamp = paths.checkpoint.stat().st_mtime_ns
+    assert (paths.voc_root / "ImageSets" / "Segmentation" / "val.txt").is_file()
+    assert any("shipped model verified" in m for m in messages)
+    assert "benchmark" in json.loads((paths.data_root / MANIFEST).read_text())
     jpg = next((paths.voc_root / "JPEGImages").iterdir())
     jpg_stamp = jpg.stat().st_mtime_ns
 
     messages.clear()
-    prepare(tmp_path, benchmark=TINY_BENCH, training=TINY_TRAIN, log=messages.append)
+    prepare(tmp_path, benchmark=TINY_BENCH, log=messages.append)
     assert any("nothing to do" in m for m in messages)
-    assert paths.checkpoint.stat().st_mtime_ns == stamp
     assert jpg.stat().st_mtime_ns == jpg_stamp
 
-    # a missing file or other settings rebuild the affected part only
+    # a missing file or other settings rebuild the benchmark
     jpg.unlink()
-    messages.clear()
-    prepare(tmp_path, benchmark=TINY_BENCH, training=TINY_TRAIN, log=messages.append)
+    prepare(tmp_path, benchmark=TINY_BENCH, log=_quiet)
     assert jpg.is_file()
-    assert paths.checkpoint.stat().st_mtime_ns == stamp
-    assert any("model up to date" in m for m in messages)
-
-    other = TrainSettings(steps=1, batch_size=2, pool_size=2, warmup=1, text_draws=1)
-    messages.clear()
-    prepare(tmp_path, benchmark=TINY_BENCH, training=other, log=messages.append)
-    assert any("benchmark up to date" in m for m in messages)
-    assert json.loads((paths.data_root / MANIFEST).read_text())["model"]["settings"]["steps"] == 1
+    other = BenchmarkSettings(num_train=2, num_val=3, scene=TINY_SCENE)
+    prepare(tmp_path, benchmark=other, log=_quiet)
+    assert len((paths.voc_root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()) == 3
+    assert not list(tmp_path.rglob("*.tmp*"))
 
 
 def test_cli_prepare_up_to_date(tmp_path, capsys, monkeypatch):
@@ -173,11 +132,57 @@ def test_cli_prepare_up_to_date(tmp_path, capsys, monkeypatch):
 
     prep = importlib.import_module("sfp.demo.assets")
 
-    prepare(tmp_path, benchmark=TINY_BENCH, training=TINY_TRAIN, log=_quiet)
+    prepare(tmp_path, benchmark=TINY_BENCH, log=_quiet)
     monkeypatch.setattr(prep, "BenchmarkSettings", lambda: TINY_BENCH)
-    monkeypatch.setattr(prep, "TrainSettings", lambda: TINY_TRAIN)
     from sfp.demo.__main__ import main
 
     assert main(["prepare", "--cache-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "nothing to do" in out and str(tmp_path / "demo" / "sfp-demo-vit.pt") in out
+    assert "nothing to do" in out and "sfp-demo-clip.safetensors" in out
+
+
+# ----------------------------------------------------------------------------- reference points and figure
+
+
+def test_patch_grid_oracle_is_exact_on_grid_aligned_labels_and_majority_elsewhere():
+    from sfp.demo.reference import patch_grid_oracle
+
+    label = np.zeros((32, 48), np.uint8)
+    label[:16, 16:32] = 3  # exactly one 16 px cell
+    np.testing.assert_array_equal(patch_grid_oracle(label, 9, short_side=32, max_long_side=2048, patch=16), label)
+    label = np.zeros((32, 32), np.uint8)
+    label[:10, :16] = 2  # 10 of 16 rows of the first cell: the majority
+    label[16:20, 16:] = 5  # 4 of 16 rows: a minority
+    label[0, 0] = 255  # ignore pixels never win
+    oracle = patch_grid_oracle(label, 9, short_side=32, max_long_side=2048, patch=16)
+    assert (oracle[:16, :16] == 2).all() and (oracle[16:, 16:] == 0).all()
+
+
+def test_reference_scores_on_a_written_benchmark(tmp_path):
+    import sfp
+    from sfp.demo.reference import reference_scores
+
+    prepare(tmp_path / "cache", benchmark=TINY_BENCH, log=_quiet)
+    cfg = sfp.compose([f"paths.cache_dir={tmp_path / 'cache'}", "tracker=none", "datasets.demo.short_side=48"])
+    scores = reference_scores(cfg)
+    # all background: IoU of class 0 is its share of the (non-ignored) pixels, other classes 0
+    from sfp.data.dataset import build_dataset
+
+    data = build_dataset(cfg.datasets["demo"], "demo")
+    labels = np.concatenate([data[i].label.ravel() for i in range(len(data))])
+    labels = labels[labels != 255]
+    present = len(np.unique(labels))
+    expected = 100 * (labels == 0).mean() / present
+    assert scores["all_background"] == pytest.approx(expected, rel=1e-6)
+    assert expected < scores["patch_grid_oracle"] <= 100
+
+
+def test_mask_figure_shows_every_image_and_method(tmp_path):
+    from sfp.demo.figure import mask_figure
+
+    images = [np.full((40, 60, 3), 100, np.uint8)] * 2
+    labels = [np.zeros((40, 60), np.int64)] * 2
+    preds = {"clip": labels, "sfp": labels}
+    path = mask_figure(images, labels, preds, ["background", "ball"], tmp_path / "f.png", scale=1.0)
+    img = Image.open(path)
+    assert img.size[0] == 4 * (60 + 4) + 4 and img.size[1] > 2 * 40

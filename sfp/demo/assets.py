@@ -1,14 +1,16 @@
-"""Create (once) everything ``make demo`` needs: the synthetic benchmark and the demo model weights.
+"""Create (once) what ``make demo`` needs beside the shipped model: the synthetic benchmark.
 
 ``prepare(cache_dir)`` writes, under ``{cache_dir}/demo/``:
 
     VOCdevkit/VOC2012/...   the synthetic benchmark in the PASCAL VOC layout (sfp.demo.benchmark)
-    sfp-demo-vit.pt         the tiny CLIP-architecture model trained on it (sfp.demo.train)
-    manifest.json           version + settings of both; a part is rebuilt when its entry differs
+    manifest.json           version + settings of the benchmark; it is rebuilt when they differ
 
-Every file is written under a temporary name and renamed into place, and a part's manifest
-entry is recorded only after the part is complete, so an interrupted prepare is redone by
-the next call rather than mistaken for a finished one.
+and checks the shipped demo weights (``sfp/assets/demo/``) against their SHA-256. The weights
+are not made here: ``experiments/train_demo_clip.py`` reproduces them (sfp.demo.train).
+
+Every file is written under a temporary name and renamed into place, and the manifest entry is
+recorded only after the benchmark is complete, so an interrupted prepare is redone by the next
+call rather than mistaken for a finished one.
 """
 from __future__ import annotations
 
@@ -20,11 +22,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
+from sfp.config import asset_path
+from sfp.errors import WeightsError
+from sfp.demo import vocab
 from sfp.demo.benchmark import BenchmarkSettings, image_ids, write_benchmark
-from sfp.demo.train import MODEL_NAME, TrainSettings, train
+from sfp.demo.train import BPE_NAME, WEIGHTS_NAME
 
 #: bump when the scene generator, the benchmark writer or the training recipe changes behaviour
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
+#: the shipped model: weights, BPE merges and checksums (written by experiments/train_demo_clip.py --install)
+SHIPPED_DIR = Path(asset_path("demo"))
+CHECKSUMS = "SHA256SUMS"
 MANIFEST = "manifest.json"
 
 
@@ -35,16 +43,18 @@ def _print(msg: str) -> None:
 @dataclass(frozen=True)
 class DemoPaths:
     data_root: Path  # {cache_dir}/demo
-    checkpoint: Path  # {cache_dir}/demo/sfp-demo-vit.pt
     voc_root: Path  # {cache_dir}/demo/VOCdevkit/VOC2012
+    checkpoint: Path  # the shipped weights, sfp/assets/demo/sfp-demo-clip.safetensors
+    tokenizer: Path  # the shipped BPE merges, sfp/assets/demo/sfp-demo-bpe.txt.gz
 
 
 def demo_paths(cache_dir: str | Path) -> DemoPaths:
     data_root = Path(cache_dir) / "demo"
     return DemoPaths(
         data_root=data_root,
-        checkpoint=data_root / f"{MODEL_NAME}.pt",
         voc_root=data_root / "VOCdevkit" / "VOC2012",
+        checkpoint=SHIPPED_DIR / WEIGHTS_NAME,
+        tokenizer=SHIPPED_DIR / BPE_NAME,
     )
 
 
@@ -75,56 +85,67 @@ def _benchmark_complete(voc_root: Path, settings: BenchmarkSettings) -> bool:
     return True
 
 
+def shipped_checksums(directory: Path = SHIPPED_DIR) -> dict:
+    """{file name: SHA-256} from the shipped ``SHA256SUMS`` (``sha256sum`` format)."""
+    sums = {}
+    path = directory / CHECKSUMS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                digest, name = line.split(maxsplit=1)
+                sums[name.lstrip("*")] = digest
+    return sums
+
+
+def verify_shipped_model(directory: Path = SHIPPED_DIR) -> None:
+    """Raise WeightsError unless the shipped weights and BPE file exist and match SHA256SUMS."""
+    sums = shipped_checksums(directory)
+    for name in (WEIGHTS_NAME, BPE_NAME):
+        path = directory / name
+        if not path.is_file():
+            raise WeightsError(f"the shipped demo file {path} is missing (is this a complete clone?); "
+                                 "`python experiments/train_demo_clip.py --install` rebuilds it")
+        if name not in sums:
+            raise WeightsError(f"{directory / CHECKSUMS} has no checksum for {name}")
+        actual = vocab.file_sha256(path)
+        if actual != sums[name]:
+            raise WeightsError(f"{path} has SHA-256 {actual}, expected {sums[name]} from {directory / CHECKSUMS}: "
+                                 "the file is damaged (a Git LFS pointer or an interrupted copy?)")
+
+
 def prepare(
     cache_dir: str | Path = ".cache/sfp",
     force: bool = False,
     benchmark: Optional[BenchmarkSettings] = None,
-    training: Optional[TrainSettings] = None,
     log: Callable[[str], None] = _print,
 ) -> DemoPaths:
-    """Generate the demo benchmark and train the demo model where missing or out of date.
+    """Generate the demo benchmark where missing or out of date, and check the shipped model.
 
-    ``benchmark`` / ``training`` override the default settings (tests use tiny ones); a
-    change of settings (or of ``DEMO_VERSION``) rebuilds the affected part. ``force``
-    rebuilds both.
+    ``benchmark`` overrides the default settings (tests use tiny ones); a change of settings (or
+    of ``DEMO_VERSION``) rebuilds it. ``force`` rebuilds it regardless.
     """
     benchmark = benchmark or BenchmarkSettings()
-    training = training or TrainSettings()
     paths = demo_paths(cache_dir)
     paths.data_root.mkdir(parents=True, exist_ok=True)
     manifest_path = paths.data_root / MANIFEST
     manifest = {} if force else _read_manifest(manifest_path)
     t0 = time.time()
+    verify_shipped_model(paths.checkpoint.parent)
+    log(f"[demo] shipped model verified: {paths.checkpoint}")
 
     want_bench = {"version": DEMO_VERSION, "settings": asdict(benchmark)}
-    bench_ok = manifest.get("benchmark") == want_bench and _benchmark_complete(paths.voc_root, benchmark)
-    if bench_ok:
+    if manifest.get("benchmark") == want_bench and _benchmark_complete(paths.voc_root, benchmark):
         log(f"[demo] benchmark up to date: {paths.voc_root}")
-    else:
-        log(f"[demo] writing the synthetic benchmark to {paths.voc_root}")
-        manifest.pop("benchmark", None)
-        _write_manifest(manifest_path, manifest)
-        devkit = paths.data_root / "VOCdevkit"
-        if devkit.exists():
-            shutil.rmtree(devkit)
-        write_benchmark(paths.voc_root, benchmark, log=log)
-        manifest["benchmark"] = want_bench
-        _write_manifest(manifest_path, manifest)
-
-    want_model = {"version": DEMO_VERSION, "model": MODEL_NAME, "settings": asdict(training)}
-    model_ok = manifest.get("model") == want_model and paths.checkpoint.is_file()
-    if model_ok:
-        log(f"[demo] model up to date: {paths.checkpoint}")
-    else:
-        log(f"[demo] training the demo model {MODEL_NAME} (NOT a real CLIP) -> {paths.checkpoint}")
-        manifest.pop("model", None)
-        _write_manifest(manifest_path, manifest)
-        train(paths.checkpoint, training, log=log)
-        manifest["model"] = want_model
-        _write_manifest(manifest_path, manifest)
-
-    if bench_ok and model_ok:
         log("[demo] nothing to do")
-    else:
-        log(f"[demo] done in {time.time() - t0:.1f}s")
+        return paths
+    log(f"[demo] writing the synthetic benchmark to {paths.voc_root}")
+    manifest = {}
+    _write_manifest(manifest_path, manifest)
+    devkit = paths.data_root / "VOCdevkit"
+    if devkit.exists():
+        shutil.rmtree(devkit)
+    write_benchmark(paths.voc_root, benchmark, log=log)
+    manifest["benchmark"] = want_bench
+    _write_manifest(manifest_path, manifest)
+    log(f"[demo] done in {time.time() - t0:.1f}s")
     return paths
