@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sfp.demo import scenes
@@ -180,9 +179,18 @@ def test_reference_scores_on_a_written_benchmark(tmp_path):
 def test_mask_figure_shows_every_image_and_method(tmp_path):
     from sfp.demo.figure import mask_figure
 
+    from sfp.demo.figure import PALETTE
+
     images = [np.full((40, 60, 3), 100, np.uint8)] * 2
     labels = [np.zeros((40, 60), np.int64)] * 2
-    preds = {"clip": labels, "sfp": labels}
+    ball = [np.ones((40, 60), np.int64)] * 2
+    preds = {"clip": labels, "sfp": ball}
     path = mask_figure(images, labels, preds, ["background", "ball"], tmp_path / "f.png", scale=1.0)
-    img = Image.open(path)
-    assert img.size[0] == 4 * (60 + 4) + 4 and img.size[1] > 2 * 40
+    img = np.array(Image.open(path))
+    assert img.shape[1] == 4 * (60 + 4) + 4 and img.shape[0] > 2 * 40
+    # second row (y = 18 header + 4 pad + 40 + 4 + 20), column centres: image, ground truth, clip, sfp
+    y = 18 + 4 + 44 + 20
+    centre = [4 + c * 64 + 30 for c in range(4)]
+    assert tuple(img[y, centre[0]]) == (100, 100, 100)
+    assert tuple(img[y, centre[1]]) == tuple(PALETTE[0]) == tuple(img[y, centre[2]])
+    assert tuple(img[y, centre[3]]) == tuple(PALETTE[1])

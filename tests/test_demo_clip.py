@@ -152,9 +152,15 @@ def test_training_is_reproducible_and_resumes_to_the_same_bytes(tmp_path):
     assert _weights_sha(tmp_path / "c") != _weights_sha(tmp_path / "a")
 
 
-def test_recipe_rejects_unknown_settings():
+def test_recipe_rejects_unknown_settings_and_bad_values():
     with pytest.raises(ValueError, match="unknown training settings: stepz"):
         demo_train.settings_from_dict({"stepz": 3})
+    with pytest.raises(ValueError, match="closeup_fraction=0.9: expected at most 1 - empty_fraction"):
+        replace(TINY, empty_fraction=0.2, closeup_fraction=0.9)
+    with pytest.raises(ValueError, match="batch_size=9: expected at most pool_size=8"):
+        replace(TINY, batch_size=9)
+    with pytest.raises(ValueError, match="vision_width=40: expected a multiple of head_width=16"):
+        replace(TINY, vision_width=40)
 
 
 # ----------------------------------------------------------------------------- shipped weights
@@ -209,6 +215,12 @@ def test_damaged_weights_are_refused_with_the_file_named(tmp_path):
 def test_checkpoint_sha256_and_tokenizer_mismatch_are_clear_errors(tmp_path):
     import sfp
 
+    from sfp.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="backbone.checkpoint_sha256='abc' is out of range: expected 64 hex"):
+        sfp.compose(["tracker=none", "backbone.checkpoint_sha256=abc"])
+    with pytest.raises(ConfigError, match="backbone.head_width=0 is out of range"):
+        sfp.compose(["tracker=none", "backbone.head_width=0"])
     with pytest.raises(WeightsError, match="backbone.checkpoint_sha256 expects 0000"):
         sfp.build_model(sfp.compose(["tracker=none", "backbone.checkpoint_sha256=" + "0" * 64]))
     with pytest.raises(WeightsError, match="tokenizer has 49408 tokens but the text tower embeds only"):

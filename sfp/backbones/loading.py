@@ -6,7 +6,6 @@ OpenAI's original .pt files), whose state dict is read with `torch.jit.load`.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -20,6 +19,7 @@ import torch
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
 from ..config.schema import BackboneConfig, CheckpointFormat
+from ..data.class_names import file_sha256
 from ..errors import WeightsError
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,6 @@ def _is_torchscript(path: Path) -> bool:
         return False
     with zipfile.ZipFile(path) as archive:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _verify_checksum(cfg: BackboneConfig, path: Path) -> None:

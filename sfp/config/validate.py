@@ -66,6 +66,12 @@ def validate_config(cfg: Any) -> None:
     _check(cfg.enhancer.temperature > 0, "enhancer.temperature", cfg.enhancer.temperature, "a number > 0")
     _check(-1 <= cfg.aggregation.beta <= 1, "aggregation.beta", cfg.aggregation.beta, "a cosine threshold in [-1, 1]")
     _check(0 <= cfg.tracker.num_overlays <= 50, "tracker.num_overlays", cfg.tracker.num_overlays, "an integer in [0, 50]")
+    bb = cfg.backbone
+    _check(bb.head_width >= 1, "backbone.head_width", bb.head_width, "an integer >= 1")
+    if bb.checkpoint_sha256 is not None:
+        digest = str(bb.checkpoint_sha256)
+        _check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
+               "backbone.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
     if cfg.backbone.name == "custom" and not cfg.backbone.checkpoint:
         raise ConfigError("config error: backbone=custom needs backbone.checkpoint=/path/to/weights.pt")
 

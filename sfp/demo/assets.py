@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from sfp.config import asset_path
+from sfp.data.class_names import file_sha256
 from sfp.errors import WeightsError
-from sfp.demo import vocab
 from sfp.demo.benchmark import BenchmarkSettings, image_ids, write_benchmark
 from sfp.demo.train import BPE_NAME, WEIGHTS_NAME
 
@@ -107,7 +107,7 @@ def verify_shipped_model(directory: Path = SHIPPED_DIR) -> None:
                                  "`python experiments/train_demo_clip.py --install` rebuilds it")
         if name not in sums:
             raise WeightsError(f"{directory / CHECKSUMS} has no checksum for {name}")
-        actual = vocab.file_sha256(path)
+        actual = file_sha256(path)
         if actual != sums[name]:
             raise WeightsError(f"{path} has SHA-256 {actual}, expected {sums[name]} from {directory / CHECKSUMS}: "
                                  "the file is damaged (a Git LFS pointer or an interrupted copy?)")

@@ -18,11 +18,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sfp.data.dataset import build_dataset
+from sfp.data.dataset import IGNORE_INDEX, build_dataset
 from sfp.engine.preprocess import rescaled_size
 from sfp.metrics import IoUAccumulator
-
-IGNORE_INDEX = 255
 
 
 def patch_grid_oracle(label: np.ndarray, num_classes: int, short_side: int, max_long_side: int,

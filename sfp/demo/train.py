@@ -34,10 +34,9 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 import torch
 
+from sfp.data.class_names import file_sha256
 from sfp.demo import scenes, vocab, world
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from sfp.engine.preprocess import CLIP_MEAN, CLIP_STD
 #: seed stream of the training scenes (the benchmark's splits use 1 and 2)
 TRAIN_SCENE_SEED = 1000
 WEIGHTS_NAME = "sfp-demo-clip.safetensors"
@@ -82,6 +81,31 @@ class TrainSettings:
     threads: int = 2
     save_every: int = 100
 
+    def __post_init__(self) -> None:
+        def check(ok: bool, name: str, expected: str) -> None:
+            if not ok:
+                raise ValueError(f"training setting {name}={getattr(self, name)!r}: expected {expected}")
+
+        for name in ("embed_dim", "image_size", "patch_size", "vision_layers", "vision_width", "head_width",
+                     "text_layers", "text_width", "context_length", "pool_size", "max_objects", "steps",
+                     "batch_size", "save_every", "threads", "min_visible_pixels"):
+            check(getattr(self, name) >= 1, name, "an integer >= 1")
+        check(self.image_size % self.patch_size == 0, "image_size", f"a multiple of patch_size={self.patch_size}")
+        for name in ("vision_width", "text_width"):
+            check(getattr(self, name) % self.head_width == 0, name, f"a multiple of head_width={self.head_width}")
+        for name in ("empty_fraction", "closeup_fraction"):
+            check(0 <= getattr(self, name) <= 1, name, "a fraction in [0, 1]")
+        check(self.empty_fraction + self.closeup_fraction <= 1, "closeup_fraction",
+              f"at most 1 - empty_fraction = {1 - self.empty_fraction}")
+        check(0 < self.closeup_min_size <= self.closeup_max_size, "closeup_min_size",
+              f"in (0, closeup_max_size={self.closeup_max_size}]")
+        check(1 <= self.min_objects <= self.max_objects, "min_objects", f"in [1, max_objects={self.max_objects}]")
+        check(self.batch_size <= self.pool_size, "batch_size", f"at most pool_size={self.pool_size}")
+        check(0 <= self.warmup < self.steps, "warmup", f"in [0, steps={self.steps})")
+        for name in ("lr", "grad_clip"):
+            check(getattr(self, name) > 0, name, "a number > 0")
+        check(self.weight_decay >= 0, "weight_decay", "a number >= 0")
+
     def model_config(self, vocab_size: int) -> Dict:
         return {
             "embed_dim": self.embed_dim,
@@ -117,7 +141,7 @@ def _to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x - mean) / std
 
 
-def render_pool(s: TrainSettings, log: Callable[[str], None]):
+def render_pool(s: TrainSettings):
     """The training scenes: (images uint8 N x S x S x 3, visible classes, background colour word per scene)."""
     size = s.image_size
     spec = scenes.SceneSpec(height=size, width=size, min_objects=s.min_objects, max_objects=s.max_objects)
@@ -129,19 +153,16 @@ def render_pool(s: TrainSettings, log: Callable[[str], None]):
     images = np.empty((s.pool_size, size, size, 3), np.uint8)
     visible: List[List[int]] = []
     colours: List[str] = []
-    for i in _progress(range(s.pool_size), "rendering scenes", log):
+    for i in _progress(range(s.pool_size), "rendering scenes"):
         images[i], labels = scenes.render_scene(TRAIN_SCENE_SEED + s.seed, i, (empty, closeup, spec)[specs[i]])
         visible.append(world.visible_classes(labels, s.min_visible_pixels))
         colours.append(world.background_colour(images[i], labels) if s.describe_background else "")
     return images, visible, colours
 
 
-def _progress(iterable, desc: str, log: Callable[[str], None], total: Optional[int] = None, initial: int = 0):
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is a dependency
-        log(desc)
-        return iterable
+def _progress(iterable, desc: str, total: Optional[int] = None, initial: int = 0):
+    from tqdm.auto import tqdm
+
     return tqdm(iterable, desc=desc, total=total, initial=initial, dynamic_ncols=True, mininterval=2.0)
 
 
@@ -216,8 +237,6 @@ def train(
     resume: bool = True,
     log: Callable[[str], None] = print,
     on_step: Optional[Callable[[int, Dict], None]] = None,
-    evaluate: Optional[Callable[[int, torch.nn.Module, Callable], Dict]] = None,
-    eval_every: int = 0,
 ) -> Dict:
     """Train, checkpointing every ``save_every`` steps into ``out_dir``; returns a summary.
 
@@ -262,9 +281,9 @@ def train(
 
         synonyms = scenes.load_class_synonyms()
         tmpl = world.templates()
-        images, visible, colours = render_pool(s, log) if start < s.steps else (None, None, None)
+        images, visible, colours = render_pool(s) if start < s.steps else (None, None, None)
         t_loop = time.time()
-        bar = _progress(range(start, s.steps), "training", log, total=s.steps, initial=start)
+        bar = _progress(range(start, s.steps), "training", total=s.steps, initial=start)
         for step in bar:
             for group in opt.param_groups:
                 group["lr"] = lr_at(s, step)
@@ -281,8 +300,7 @@ def train(
                    "logit_scale": round(model.logit_scale.exp().item(), 4),
                    "seconds": round(seconds + time.time() - t_loop, 2)}
             rows.append(row)
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{row['loss']:.3f}", T=f"{row['logit_scale']:.1f}")
+            bar.set_postfix(loss=f"{row['loss']:.3f}", T=f"{row['logit_scale']:.1f}")
             if on_step is not None:
                 on_step(step + 1, row)
             done = step + 1
@@ -291,16 +309,12 @@ def train(
                 _save_state(state_path, model, opt, done, s, seconds + time.time() - t_loop)
                 model.train()
                 _write_log(out / LOG_NAME, rows)
-            if evaluate is not None and eval_every and (done % eval_every == 0 or done == s.steps):
-                model.eval()
-                log(f"[demo/train] step {done}: {json.dumps(evaluate(done, model, tokenizer))}")
-                model.train()
         train_seconds = seconds + (time.time() - t_loop if start < s.steps else 0.0)
         model.eval()
         weights = export_weights(model, out / WEIGHTS_NAME)
         summary = {
-            "weights": weights.name, "weights_sha256": vocab.file_sha256(weights),
-            "bpe": bpe.name, "bpe_sha256": vocab.file_sha256(bpe), "vocab_size": tokenizer.vocab_size,
+            "weights": weights.name, "weights_sha256": file_sha256(weights),
+            "bpe": bpe.name, "bpe_sha256": file_sha256(bpe), "vocab_size": tokenizer.vocab_size,
             "parameters": sum(p.numel() for p in model.parameters()), "steps": s.steps,
             "train_seconds": round(train_seconds, 1),  # the optimisation steps, summed over resumed calls
             "final_loss": float(rows[-1]["loss"]) if rows else None, "torch": torch.__version__,

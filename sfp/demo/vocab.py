@@ -14,7 +14,6 @@ same pair at every step, because the picked pair is in the subset and nothing of
 from __future__ import annotations
 
 import gzip
-import hashlib
 import os
 from pathlib import Path
 from typing import Iterable, List, Tuple
@@ -77,11 +76,3 @@ def write_bpe(merges: List[Merge], path: str | Path) -> Path:
     os.replace(tmp, path)
     return path
 
-
-def vocab_size(num_merges: int) -> int:
-    """Tokens of a SimpleTokenizer built from ``num_merges`` merges: 512 byte tokens, the merges, 2 specials."""
-    return 512 + num_merges + 2
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

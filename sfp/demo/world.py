@@ -1,28 +1,28 @@
 """The demo's image-caption world: synthetic scenes (:mod:`sfp.demo.scenes`) and captions naming what they show.
 
 A caption names the visible object classes in random order, each by a random synonym of
-``sfp/data/class_names/demo.txt``, inside one of the 80 OpenAI ImageNet prompt templates, e.g.
-``"a photo of the star and sphere."``. Scenes without objects are captioned with a background
-synonym (``"a bad photo of a wall."``), which is the only place the model hears those words.
-Captions are the only supervision: the model never sees a label map.
+``sfp/data/class_names/demo.txt``, inside one of the 80 OpenAI ImageNet prompt templates, and
+(optionally) the background with its colour word and a background synonym, e.g.
+``"a photo of the star and sphere on a green wall."``. Scenes without objects are captioned with
+the background alone (``"a bad photo of a grey floor."``). Captions are the only supervision:
+the model never sees a label map.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence
+from typing import List, Sequence
 
 import numpy as np
 
 from sfp.demo import scenes
+from sfp.models.templates import get_templates
+
+#: the template set captions are written with (format strings with one ``{}``)
+CAPTION_TEMPLATES = "imagenet80"
 
 
-def templates() -> List[Callable[[str], str]]:
-    """The 80 OpenAI ImageNet templates as callables (open_clip ships them as callables or format strings)."""
-    import open_clip
-
-    out = []
-    for t in open_clip.OPENAI_IMAGENET_TEMPLATES:
-        out.append(t if callable(t) else (lambda c, _t=t: _t.format(c)))
-    return out
+def templates() -> List[str]:
+    """The 80 OpenAI ImageNet templates, as the framework's prompt sets hold them."""
+    return get_templates(CAPTION_TEMPLATES)
 
 
 def visible_classes(labels: np.ndarray, min_pixels: int) -> List[int]:
@@ -52,7 +52,7 @@ def background_colour(image: np.ndarray, labels: np.ndarray) -> str:
 
 
 def caption(classes: Sequence[int], synonyms: Sequence[Sequence[str]], rng: np.random.Generator,
-            tmpl: Sequence[Callable[[str], str]], background: str = "") -> str:
+            tmpl: Sequence[str], background: str = "") -> str:
     """One caption of a scene showing ``classes`` (empty: a background-only scene).
 
     With ``background`` (a colour word), the background is described too: "... on a green wall".
@@ -65,7 +65,7 @@ def caption(classes: Sequence[int], synonyms: Sequence[Sequence[str]], rng: np.r
         place = synonyms[0][int(rng.integers(len(synonyms[0])))]
         place = f"{background} {place}" if background else place
         scene = f"{scene} on a {place}" if names else place
-    return tmpl[int(rng.integers(len(tmpl)))](scene)
+    return tmpl[int(rng.integers(len(tmpl)))].format(scene)
 
 
 def vocabulary_corpus(synonyms: Sequence[Sequence[str]], prompt_sets: Sequence[Sequence[str]] = ()) -> List[str]:
@@ -75,7 +75,7 @@ def vocabulary_corpus(synonyms: Sequence[Sequence[str]], prompt_sets: Sequence[S
     framework's prompt template sets (format strings with one ``{}``) filled with every synonym.
     """
     words = [w for syn in synonyms for w in syn]
-    corpus = [t(" and ".join(words) + " on a " + " ".join(COLOUR_WORDS)) for t in templates()]
+    corpus = [t.format(" and ".join(words) + " on a " + " ".join(COLOUR_WORDS)) for t in templates()]
     for prompt_set in prompt_sets:
         corpus += [p.format(w) for p in prompt_set for w in words]
     return corpus
