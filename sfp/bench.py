@@ -1,22 +1,29 @@
 """Speed benchmark: images per second of the evaluation pipeline for several methods, same images and weights.
 
     python -m sfp.bench --device cpu                   # ViT-B/16 shapes, random weights, VOC-sized images
-    python -m sfp.bench --device cuda --backbones vit_b16 vit_l14 --images 16
+    python -m sfp.bench --device cuda --backbones vit_b16 vit_l14 --images 64
 
-Per variant and backbone it measures, in one process: the full pipeline (resize, windows, forward, upsampling,
+It writes VOC-sized (500x375) random JPEG images and PNG label maps in the PASCAL VOC layout to a temporary
+folder. Per variant and backbone it measures, in one process and on those files: the full evaluation pipeline
+(`sfp.runner.evaluate_dataset`: decode in DataLoader workers, resize, windows, forward, upsampling,
 post-processing, metric) in images/s; the bare `dense_features` forward over the same crops, batched (the
 limit); the same pipeline one window at a time (batch 1); and the peak memory. `efficiency` = pipeline / bare
-forward, `speedup` = pipeline / batch-1 loop. The last printed line is one JSON object with every figure,
-keyed by device, variant and backbone. Weights are random (the backbone's
-architecture without its pretrained tag), so no download is needed; the numbers measure cost, not quality.
+forward, `speedup` = pipeline / batch-1 loop, `same_metrics_as_batch1` whether both gave identical
+intersections and unions. The last printed line is one JSON object with every figure, keyed by device,
+variant and backbone. Weights are random (the backbone's architecture without its pretrained tag), so no
+download is needed; the numbers measure cost, not quality.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import resource
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Dict, List, Sequence
 
 import numpy as np
@@ -29,6 +36,8 @@ VARIANTS: Dict[str, List[str]] = {
     "sfp_all_off": ["method=sfp", "mitigator=off", "enhancer=off", "integrator=off", "aggregation=off"],
     "sfp_early": ["method=sfp_early"],
 }
+IMAGE_SIZE = (375, 500)  # (H, W) of a typical PASCAL VOC image
+VOC21_CLASSES = 21
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -42,54 +51,74 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def bench_variant(overrides: Sequence[str], images: List[np.ndarray], labels: List[np.ndarray],
-                  repeats: int) -> Dict[str, float]:
+def write_voc_files(data_root: Path, count: int, seed: int = 0) -> Path:
+    """`count` random VOC-sized JPEG images and PNG label maps in the PASCAL VOC layout under data_root."""
+    from PIL import Image
+
+    voc = Path(data_root) / "VOCdevkit" / "VOC2012"
+    for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (voc / folder).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = [f"bench_{i:05d}" for i in range(count)]
+    for name in ids:
+        image = rng.integers(0, 256, (*IMAGE_SIZE, 3), dtype=np.uint8)
+        Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
+        Image.fromarray(rng.integers(0, VOC21_CLASSES, IMAGE_SIZE).astype(np.uint8)).save(
+            voc / "SegmentationClass" / f"{name}.png")
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
+    return voc
+
+
+def _same(a: Dict, b: Dict) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN cells compare equal too
+
+
+def bench_variant(overrides: Sequence[str], repeats: int, work_dir: Path) -> Dict[str, float]:
     import sfp
+    from sfp.config.protocol import effective_protocol
+    from sfp.data import build_dataset
     from sfp.engine.preprocess import normalize, rescaled_size, resize_image
     from sfp.engine.windows import sliding_windows
-    from sfp.metrics import IoUAccumulator
+    from sfp.models.build import build_model
+    from sfp.runner import evaluate_dataset
 
     cfg = sfp.compose(list(overrides))
-    segmenter = sfp.Segmenter(cfg, dataset="voc21")
-    model, device = segmenter.model, segmenter.model.device
+    batch1_cfg = sfp.compose(list(overrides) + ["inference.batch_size=1", "inference.images_per_batch=1"])
+    model = build_model(cfg)
+    device = model.device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    batch = int(cfg.inference.images_per_batch)
+    dataset = build_dataset(cfg.datasets.voc21, "voc21")
+    outcomes = {}
 
-    def pipeline(images_per_batch=batch):
-        accumulator = IoUAccumulator(segmenter.num_classes)
-        for start in range(0, len(images), images_per_batch):
-            for prediction, label in zip(segmenter.predict_batch(images[start:start + images_per_batch]),
-                                         labels[start:start + images_per_batch]):
-                accumulator.update(prediction, label)
-        return accumulator
-
-    def one_window_at_a_time():
-        crops_per_forward = segmenter.cfg.inference.batch_size
-        segmenter.cfg.inference.batch_size = 1
-        try:
-            pipeline(images_per_batch=1)
-        finally:
-            segmenter.cfg.inference.batch_size = crops_per_forward
+    def evaluate(run_cfg, label):
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+            outcomes[label] = evaluate_dataset(run_cfg, dataset, model, work_dir)
 
     # The same crops the pipeline cuts, fed straight to the model: the bare-forward limit.
-    protocol = segmenter.protocol
+    protocol = effective_protocol(cfg, "voc21")
     crops = []
-    for image in images:
+    for index in range(len(dataset)):
+        image = dataset[index].image
         resized = normalize(resize_image(image, rescaled_size(*image.shape[:2], protocol.short_side,
                                                               protocol.max_long_side), device=device))
         crops += [resized[:, w.top:w.bottom, w.left:w.right]
                   for w in sliding_windows(resized.shape[1], resized.shape[2], protocol.crop, protocol.stride)]
     crops = torch.stack(crops)
+    batch = int(cfg.inference.batch_size)
 
     def bare():
-        with torch.no_grad():
-            for start in range(0, len(crops), int(cfg.inference.batch_size)):
-                model.dense_features(crops[start:start + int(cfg.inference.batch_size)])
+        from sfp.engine.device import resolve_dtype
+        from sfp.engine.inference import autocast_context
 
-    pipeline()  # warm-up (kernels, caches)
+        with torch.no_grad(), autocast_context(device, resolve_dtype(cfg.inference.precision, device)):
+            for start in range(0, len(crops), batch):
+                model.dense_features(crops[start:start + batch])
+
+    evaluate(cfg, "warm-up")  # kernels, caches, the text embeddings
     timings = {}
-    for label, fn in (("pipeline", pipeline), ("bare_forward", bare), ("batch1", one_window_at_a_time)):
+    for label, fn in (("pipeline", lambda: evaluate(cfg, "pipeline")), ("bare_forward", bare),
+                      ("batch1", lambda: evaluate(batch1_cfg, "batch1"))):
         best = float("inf")
         for _ in range(repeats):
             _sync(device)
@@ -98,13 +127,15 @@ def bench_variant(overrides: Sequence[str], images: List[np.ndarray], labels: Li
             _sync(device)
             best = min(best, time.perf_counter() - started)
         timings[label] = best
+    n = len(dataset)
     return {
-        "pipeline_images_per_s": len(images) / timings["pipeline"],
-        "bare_forward_images_per_s": len(images) / timings["bare_forward"],
-        "crops_per_image": len(crops) / len(images),
-        "batch1_images_per_s": len(images) / timings["batch1"],
+        "pipeline_images_per_s": n / timings["pipeline"],
+        "bare_forward_images_per_s": n / timings["bare_forward"],
+        "crops_per_image": len(crops) / n,
+        "batch1_images_per_s": n / timings["batch1"],
         "efficiency": timings["bare_forward"] / timings["pipeline"],
         "speedup": timings["batch1"] / timings["pipeline"],
+        "same_metrics_as_batch1": _same(outcomes["pipeline"].metrics, outcomes["batch1"].metrics),
         "peak_memory_mb": _peak_memory_mb(device),
     }
 
@@ -112,32 +143,40 @@ def bench_variant(overrides: Sequence[str], images: List[np.ndarray], labels: Li
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(prog="python -m sfp.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    parser.add_argument("--backbones", nargs="+", default=["vit_b16"], choices=["vit_b16", "vit_l14"],
-                        help="architectures to time (random weights)")
+    parser.add_argument("--backbones", nargs="+", default=["vit_b16"], choices=["vit_b16", "vit_l14", "tiny"],
+                        help="architectures to time (random weights; tiny is a smoke check)")
     parser.add_argument("--images", type=int, default=4, help="number of VOC-sized (500x375) images")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (best is kept)")
     parser.add_argument("--variants", nargs="+", default=["clip", "sfp", "sfp_early"], choices=sorted(VARIANTS))
     parser.add_argument("--stats", action="store_true", help="also collect the per-layer outlier statistics")
     parser.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--workers", type=int, default=None,
+                        help="DataLoader workers decoding the files (default: 0 on a CPU, whose cores the "
+                             "forward pass uses, 4 on a GPU)")
     args = parser.parse_args(list(argv) or None)
+    if args.images < 1 or args.repeats < 1:
+        parser.error(f"--images and --repeats must be >= 1, got {args.images} and {args.repeats}")
+    workers = args.workers if args.workers is not None else (0 if args.device == "cpu" else 4)
 
-    rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (375, 500, 3), dtype=np.uint8) for _ in range(args.images)]
-    labels = [rng.integers(0, 21, (375, 500)).astype(np.int64) for _ in range(args.images)]
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
     print(f"{'variant':<14}{'backbone':<10}{'pipeline':>10}{'bare':>10}{'batch-1':>10}{'effic.':>8}"
           f"{'speedup':>9}{'peak MB':>9}   (images/s)")
-    for backbone in args.backbones:
-        common = [f"backbone={backbone}", "backbone.pretrained=null", "tracker=none", "datasets=[voc21]",
-                  f"inference.device={args.device}", f"inference.precision={args.precision}",
-                  "inference.templates=single", f"stats.enabled={str(args.stats).lower()}"]
-        for name in args.variants:
-            figures = bench_variant(common + VARIANTS[name], images, labels, args.repeats)
-            results.setdefault(name, {})[backbone] = figures
-            print(f"{name:<14}{backbone:<10}{figures['pipeline_images_per_s']:>10.3f}"
-                  f"{figures['bare_forward_images_per_s']:>10.3f}{figures['batch1_images_per_s']:>10.3f}"
-                  f"{figures['efficiency']:>8.2f}{figures['speedup']:>9.2f}{figures['peak_memory_mb']:>9.0f}",
-                  flush=True)
+    with tempfile.TemporaryDirectory(prefix="sfp-bench-") as tmp:
+        work_dir = Path(tmp)
+        write_voc_files(work_dir / "data", args.images)
+        for backbone in args.backbones:
+            common = [f"backbone={backbone}", "backbone.pretrained=null", "tracker=none", "datasets=[voc21]",
+                      f"paths.data_root={work_dir / 'data'}", f"paths.cache_dir={work_dir / 'cache'}",
+                      f"paths.output_dir={work_dir / 'outputs'}", f"inference.num_workers={workers}",
+                      f"inference.device={args.device}", f"inference.precision={args.precision}",
+                      "inference.templates=single", f"stats.enabled={str(args.stats).lower()}"]
+            for name in args.variants:
+                figures = bench_variant(common + VARIANTS[name], args.repeats, work_dir / "outputs")
+                results.setdefault(name, {})[backbone] = figures
+                print(f"{name:<14}{backbone:<10}{figures['pipeline_images_per_s']:>10.3f}"
+                      f"{figures['bare_forward_images_per_s']:>10.3f}{figures['batch1_images_per_s']:>10.3f}"
+                      f"{figures['efficiency']:>8.2f}{figures['speedup']:>9.2f}{figures['peak_memory_mb']:>9.0f}",
+                      flush=True)
     for name, per_backbone in results.items():
         for backbone, figures in per_backbone.items():
             if "clip" in results and backbone in results["clip"]:
@@ -145,9 +184,19 @@ def main(argv: Sequence[str] = ()) -> int:
                                            / figures["pipeline_images_per_s"])
     print(json.dumps({args.device: results, "settings": {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "images": args.images,
-        "repeats": args.repeats, "stats": args.stats, "precision": args.precision}}))
+        "repeats": args.repeats, "stats": args.stats, "precision": args.precision, "workers": workers}}))
     return 0
 
 
+def _main_with_clear_errors(argv: Sequence[str]) -> int:
+    from sfp.errors import SFPError
+
+    try:
+        return main(argv)
+    except SFPError as exc:  # e.g. --device cuda without a GPU
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(_main_with_clear_errors(sys.argv[1:]))

@@ -1,6 +1,8 @@
 """The dense inference engine: window geometry, batching invariance, post-processing rules."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -128,12 +130,15 @@ def test_area_thd_drops_small_foreground_classes_to_their_next_best_class():
 
 
 # ---- precision -------------------------------------------------------------------------------------------------
-def test_float16_on_the_cpu_is_refused_with_a_clear_message(tmp_path):
-    from sfp.errors import ConfigError
-
-    cfg = sfp.compose(tiny_overrides(tmp_path) + ["inference.precision=float16", "inference.device=cpu"])
-    with pytest.raises(ConfigError, match="float16 needs a CUDA device"):
-        sfp.Segmenter(cfg)
+def test_float16_on_the_cpu_runs_emulated_with_a_warning_and_stays_close_to_float32(tmp_path, caplog):
+    image = np.random.default_rng(3).integers(0, 256, (64, 96, 3), dtype=np.uint8)
+    base = tiny_overrides(tmp_path) + ["inference.device=cpu", "datasets.voc21.short_side=64"]
+    full = sfp.Segmenter(sfp.compose(base)).logits([image])[0]
+    with caplog.at_level(logging.WARNING, logger="sfp.engine.device"):
+        half = sfp.Segmenter(sfp.compose(base + ["inference.precision=float16"])).logits([image])[0]
+    assert "float16 on cpu runs emulated float16 kernels" in caplog.text
+    assert half.dtype == torch.float32 and (half - full).abs().max() < 0.01 * full.abs().max()
+    assert not torch.equal(half, full)  # float16 really ran
 
 
 def test_bfloat16_autocast_stays_close_to_float32(tmp_path):

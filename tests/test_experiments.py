@@ -37,9 +37,10 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     "sweep_layers": {"backbone.layers.detect": ["8", "9", "10"],
                      "integrator.layers": ["[3,4,5,6,7,8,9]", "[1,2,3,4,5,6,7,8,9]", "[5,6,7,8,9]"]},
     "backbones": {"backbone": ["vit_b16", "vit_l14"]},
+    "precision": {"method": PRESETS, "inference.precision": ["float32", "bfloat16", "float16"]},
 }
 JOBS = {"main_table": 16, "ablation_components": 8, "ablation_detector": 3, "sweep_top_k": 6, "sweep_cls_scale": 5,
-        "sweep_beta": 5, "sweep_temperature": 5, "sweep_layers": 9, "backbones": 2}
+        "sweep_beta": 5, "sweep_temperature": 5, "sweep_layers": 9, "backbones": 2, "precision": 24}
 
 
 def sweep_jobs(cfg, cli: List[str] = ()) -> List[List[str]]:
@@ -90,7 +91,7 @@ def test_an_experiment_composes_with_its_fixed_parts_and_its_grid(name):
     assert len(cfg.hydra.sweeper.params.items()) == len(grid)
 
 
-@pytest.mark.parametrize("name", sorted(set(GRIDS) - {"main_table"}))
+@pytest.mark.parametrize("name", sorted(set(GRIDS) - {"main_table", "precision"}))
 def test_every_job_of_an_experiment_is_a_valid_run_config(name):
     cfg = sfp.compose([f"+experiment={name}"], return_hydra_config=True)
     for job in sweep_jobs(cfg):
@@ -118,6 +119,16 @@ def test_main_table_jobs_compose_the_swept_preset_and_backbone():
         # the swept preset's own component switches apply, not the experiment's default preset's
         assert job_cfg.mitigator.enabled == (method in ("sfp", "sfp_early", "sc_clip"))
         assert list(job_cfg.datasets) == REAL_DATASETS
+
+
+def test_precision_jobs_compose_the_swept_preset_at_each_precision():
+    cfg = sfp.compose(["+experiment=precision"], return_hydra_config=True)
+    for job in sweep_jobs(cfg)[::7]:  # a sample across presets and precisions
+        job_cfg = sfp.compose([*job, "+experiment=precision"], return_hydra_config=True)
+        method, precision = (override.split("=")[1] for override in job)
+        assert job_cfg.hydra.runtime.choices["method"] == method
+        assert _spelled(job_cfg.inference.precision) == precision
+        assert job_cfg.backbone.name == "vit_b16" and list(job_cfg.datasets) == REAL_DATASETS
 
 
 def test_command_line_overrides_win_over_the_experiment_and_replace_a_swept_key():

@@ -116,15 +116,13 @@ def class_probabilities(logits: torch.Tensor, queries: QueryEmbeddings) -> torch
 
 def postprocess(class_probs: torch.Tensor, prob_thd: float, area_thd: float) -> torch.Tensor:
     """(C, H, W) class probabilities -> (H, W) int64 labels with the protocol's background rules."""
+    best, labels = class_probs.max(dim=0)  # ties: the first class (as argmax); max is the faster kernel
     if area_thd > 0:
-        argmax = class_probs.argmax(dim=0)
-        foreground = argmax[argmax != 0]
+        foreground = labels[labels != 0]
         area = torch.bincount(foreground, minlength=class_probs.shape[0])
         too_small = area <= area_thd * foreground.numel()
         too_small[0] = False
-        class_probs = class_probs.clone()
-        class_probs[too_small] = 0
-    best, labels = class_probs.max(dim=0)
+        best, labels = class_probs.masked_fill(too_small.view(-1, 1, 1), 0).max(dim=0)
     if prob_thd > 0:
         labels[best < prob_thd] = 0
     return labels
