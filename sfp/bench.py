@@ -7,11 +7,11 @@ It writes VOC-sized (500x375) random JPEG images and PNG label maps in the PASCA
 folder. Per variant and backbone it measures, in one process and on those files: the full evaluation pipeline
 (`sfp.runner.evaluate_dataset`: decode in DataLoader workers, resize, windows, forward, upsampling,
 post-processing, metric) in images/s; the bare `dense_features` forward over the same crops, batched (the
-limit); the same pipeline one window at a time (batch 1); and the peak memory. `efficiency` = pipeline / bare
-forward, `speedup` = pipeline / batch-1 loop, `same_metrics_as_batch1` whether both gave identical
-intersections and unions. The last printed line is one JSON object with every figure, keyed by device,
-variant and backbone. Weights are random (the backbone's architecture without its pretrained tag), so no
-download is needed; the numbers measure cost, not quality.
+limit); the same pipeline one window at a time (batch 1); and the peak memory. Each time is the best of
+`--repeats` interleaved rounds. `efficiency` = pipeline / bare forward, `speedup` = pipeline / batch-1 loop,
+`same_metrics_as_batch1` whether both gave identical intersections and unions. The last printed line is one
+JSON object with every figure, keyed by device, variant and backbone. Weights are random (the backbone's
+architecture without its pretrained tag), so no download is needed; the numbers measure cost, not quality.
 """
 from __future__ import annotations
 
@@ -116,17 +116,16 @@ def bench_variant(overrides: Sequence[str], repeats: int, work_dir: Path) -> Dic
                 model.dense_features(crops[start:start + batch])
 
     evaluate(cfg, "warm-up")  # kernels, caches, the text embeddings
-    timings = {}
-    for label, fn in (("pipeline", lambda: evaluate(cfg, "pipeline")), ("bare_forward", bare),
-                      ("batch1", lambda: evaluate(batch1_cfg, "batch1"))):
-        best = float("inf")
-        for _ in range(repeats):
+    measured = (("pipeline", lambda: evaluate(cfg, "pipeline")), ("bare_forward", bare),
+                ("batch1", lambda: evaluate(batch1_cfg, "batch1")))
+    timings = {label: float("inf") for label, _ in measured}
+    for _ in range(repeats):  # interleaved, so a slow spell of a shared machine hits all three alike
+        for label, fn in measured:
             _sync(device)
             started = time.perf_counter()
             fn()
             _sync(device)
-            best = min(best, time.perf_counter() - started)
-        timings[label] = best
+            timings[label] = min(timings[label], time.perf_counter() - started)
     n = len(dataset)
     return {
         "pipeline_images_per_s": n / timings["pipeline"],
