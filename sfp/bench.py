@@ -7,8 +7,9 @@ It writes VOC-sized (500x375) random JPEG images and PNG label maps in the PASCA
 folder. Per variant and backbone it measures, in one process and on those files: the full evaluation pipeline
 (`sfp.runner.evaluate_dataset`: decode in DataLoader workers, resize, windows, forward, upsampling,
 post-processing, metric) in images/s; the bare `dense_features` forward over the same crops, batched (the
-limit); the same pipeline one window at a time (batch 1); and the peak memory. Each time is the best of
-`--repeats` interleaved rounds. `efficiency` = pipeline / bare forward, `speedup` = pipeline / batch-1 loop,
+limit); the same pipeline one window at a time (batch 1); and the peak memory. The variants of a backbone
+are built first and timed in interleaved rounds (every variant, every measurement), each time the best of
+`--repeats` rounds. `efficiency` = pipeline / bare forward, `speedup` = pipeline / batch-1 loop,
 `same_metrics_as_batch1` whether both gave identical intersections and unions. The last printed line is one
 JSON object with every figure, keyed by device, variant and backbone. Weights are random (the backbone's
 architecture without its pretrained tag), so no download is needed; the numbers measure cost, not quality.
@@ -40,12 +41,6 @@ IMAGE_SIZE = (375, 500)  # (H, W) of a typical PASCAL VOC image
 VOC21_CLASSES = 21
 
 
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process-wide high-water mark (Linux: KiB)
-
-
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -73,70 +68,90 @@ def _same(a: Dict, b: Dict) -> bool:
     return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # NaN cells compare equal too
 
 
-def bench_variant(overrides: Sequence[str], repeats: int, work_dir: Path) -> Dict[str, float]:
-    import sfp
-    from sfp.config.protocol import effective_protocol
-    from sfp.data import build_dataset
-    from sfp.engine.preprocess import normalize, rescaled_size, resize_image
-    from sfp.engine.windows import sliding_windows
-    from sfp.models.build import build_model
-    from sfp.runner import evaluate_dataset
+class VariantBench:
+    """One variant on one backbone: its model, the crops of the benchmark files, and its best times.
 
-    cfg = sfp.compose(list(overrides))
-    batch1_cfg = sfp.compose(list(overrides) + ["inference.batch_size=1", "inference.images_per_batch=1"])
-    model = build_model(cfg)
-    device = model.device
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    dataset = build_dataset(cfg.datasets.voc21, "voc21")
-    outcomes = {}
+    All variants of a backbone are built first and then timed in interleaved rounds, so that a slow spell of
+    a shared machine hits every variant and every measurement alike."""
 
-    def evaluate(run_cfg, label):
-        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
-            outcomes[label] = evaluate_dataset(run_cfg, dataset, model, work_dir)
-
-    # The same crops the pipeline cuts, fed straight to the model: the bare-forward limit.
-    protocol = effective_protocol(cfg, "voc21")
-    crops = []
-    for index in range(len(dataset)):
-        image = dataset[index].image
-        resized = normalize(resize_image(image, rescaled_size(*image.shape[:2], protocol.short_side,
-                                                              protocol.max_long_side), device=device))
-        crops += [resized[:, w.top:w.bottom, w.left:w.right]
-                  for w in sliding_windows(resized.shape[1], resized.shape[2], protocol.crop, protocol.stride)]
-    crops = torch.stack(crops)
-    batch = int(cfg.inference.batch_size)
-
-    def bare():
+    def __init__(self, overrides: Sequence[str], work_dir: Path):
+        import sfp
+        from sfp.config.protocol import effective_protocol
+        from sfp.data import build_dataset
         from sfp.engine.device import resolve_dtype
+        from sfp.engine.preprocess import normalize, rescaled_size, resize_image
+        from sfp.engine.windows import sliding_windows
+        from sfp.models.build import build_model
+
+        self.cfg = sfp.compose(list(overrides))
+        self.batch1_cfg = sfp.compose(list(overrides) + ["inference.batch_size=1", "inference.images_per_batch=1"])
+        self.model = build_model(self.cfg)
+        self.device = self.model.device
+        self.dtype = resolve_dtype(self.cfg.inference.precision, self.device)
+        self.dataset = build_dataset(self.cfg.datasets.voc21, "voc21")
+        self.work_dir = work_dir
+        self.outcomes: Dict[str, object] = {}
+        # The same crops the pipeline cuts, fed straight to the model: the bare-forward limit.
+        protocol = effective_protocol(self.cfg, "voc21")
+        crops = []
+        for index in range(len(self.dataset)):
+            image = self.dataset[index].image
+            resized = normalize(resize_image(image, rescaled_size(*image.shape[:2], protocol.short_side,
+                                                                  protocol.max_long_side), device=self.device))
+            crops += [resized[:, w.top:w.bottom, w.left:w.right] for w in
+                      sliding_windows(resized.shape[1], resized.shape[2], protocol.crop, protocol.stride)]
+        self.crops = torch.stack(crops)
+        self.timings = {"pipeline": float("inf"), "bare_forward": float("inf"), "batch1": float("inf")}
+        self.peak_bytes = 0
+        self._evaluate(self.cfg, "warm-up")  # kernels, caches, the text embeddings
+
+    def _evaluate(self, run_cfg, label: str) -> None:
+        from sfp.runner import evaluate_dataset
+
+        with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
+            self.outcomes[label] = evaluate_dataset(run_cfg, self.dataset, self.model, self.work_dir)
+
+    def _bare(self) -> None:
         from sfp.engine.inference import autocast_context
 
-        with torch.no_grad(), autocast_context(device, resolve_dtype(cfg.inference.precision, device)):
-            for start in range(0, len(crops), batch):
-                model.dense_features(crops[start:start + batch])
+        batch = int(self.cfg.inference.batch_size)
+        with torch.no_grad(), autocast_context(self.device, self.dtype):
+            for start in range(0, len(self.crops), batch):
+                self.model.dense_features(self.crops[start:start + batch])
 
-    evaluate(cfg, "warm-up")  # kernels, caches, the text embeddings
-    measured = (("pipeline", lambda: evaluate(cfg, "pipeline")), ("bare_forward", bare),
-                ("batch1", lambda: evaluate(batch1_cfg, "batch1")))
-    timings = {label: float("inf") for label, _ in measured}
-    for _ in range(repeats):  # interleaved, so a slow spell of a shared machine hits all three alike
+    def run_round(self) -> None:
+        measured = (("pipeline", lambda: self._evaluate(self.cfg, "pipeline")), ("bare_forward", self._bare),
+                    ("batch1", lambda: self._evaluate(self.batch1_cfg, "batch1")))
+        cuda = self.device.type == "cuda"
         for label, fn in measured:
-            _sync(device)
+            _sync(self.device)
+            if cuda:  # what this variant allocates on top of what is resident (every variant's weights)
+                resident = torch.cuda.memory_allocated(self.device)
+                torch.cuda.reset_peak_memory_stats(self.device)
             started = time.perf_counter()
             fn()
-            _sync(device)
-            timings[label] = min(timings[label], time.perf_counter() - started)
-    n = len(dataset)
-    return {
-        "pipeline_images_per_s": n / timings["pipeline"],
-        "bare_forward_images_per_s": n / timings["bare_forward"],
-        "crops_per_image": len(crops) / n,
-        "batch1_images_per_s": n / timings["batch1"],
-        "efficiency": timings["bare_forward"] / timings["pipeline"],
-        "speedup": timings["batch1"] / timings["pipeline"],
-        "same_metrics_as_batch1": _same(outcomes["pipeline"].metrics, outcomes["batch1"].metrics),
-        "peak_memory_mb": _peak_memory_mb(device),
-    }
+            _sync(self.device)
+            self.timings[label] = min(self.timings[label], time.perf_counter() - started)
+            if cuda:
+                self.peak_bytes = max(self.peak_bytes, torch.cuda.max_memory_allocated(self.device) - resident)
+
+    def figures(self) -> Dict[str, float]:
+        n, timings = len(self.dataset), self.timings
+        if self.device.type == "cuda":  # the variant's own weights plus the most its evaluation allocated
+            weights = sum(p.numel() * p.element_size() for p in self.model.parameters())
+            peak_mb = (weights + self.peak_bytes) / 2**20
+        else:  # the process's high-water mark (Linux: KiB); every variant of the run is resident
+            peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return {
+            "pipeline_images_per_s": n / timings["pipeline"],
+            "bare_forward_images_per_s": n / timings["bare_forward"],
+            "crops_per_image": len(self.crops) / n,
+            "batch1_images_per_s": n / timings["batch1"],
+            "efficiency": timings["bare_forward"] / timings["pipeline"],
+            "speedup": timings["batch1"] / timings["pipeline"],
+            "same_metrics_as_batch1": _same(self.outcomes["pipeline"].metrics, self.outcomes["batch1"].metrics),
+            "peak_memory_mb": peak_mb,
+        }
 
 
 def main(argv: Sequence[str] = ()) -> int:
@@ -145,7 +160,8 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--backbones", nargs="+", default=["vit_b16"], choices=["vit_b16", "vit_l14", "tiny"],
                         help="architectures to time (random weights; tiny is a smoke check)")
     parser.add_argument("--images", type=int, default=4, help="number of VOC-sized (500x375) images")
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats per measurement (best is kept)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="timed rounds over every variant and measurement (the best time is kept)")
     parser.add_argument("--variants", nargs="+", default=["clip", "sfp", "sfp_early"], choices=sorted(VARIANTS))
     parser.add_argument("--stats", action="store_true", help="also collect the per-layer outlier statistics")
     parser.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
@@ -169,13 +185,18 @@ def main(argv: Sequence[str] = ()) -> int:
                       f"paths.output_dir={work_dir / 'outputs'}", f"inference.num_workers={workers}",
                       f"inference.device={args.device}", f"inference.precision={args.precision}",
                       "inference.templates=single", f"stats.enabled={str(args.stats).lower()}"]
-            for name in args.variants:
-                figures = bench_variant(common + VARIANTS[name], args.repeats, work_dir / "outputs")
+            benches = {name: VariantBench(common + VARIANTS[name], work_dir / "outputs") for name in args.variants}
+            for _ in range(args.repeats):
+                for bench in benches.values():
+                    bench.run_round()
+            for name, bench in benches.items():
+                figures = bench.figures()
                 results.setdefault(name, {})[backbone] = figures
                 print(f"{name:<14}{backbone:<10}{figures['pipeline_images_per_s']:>10.3f}"
                       f"{figures['bare_forward_images_per_s']:>10.3f}{figures['batch1_images_per_s']:>10.3f}"
                       f"{figures['efficiency']:>8.2f}{figures['speedup']:>9.2f}{figures['peak_memory_mb']:>9.0f}",
                       flush=True)
+            del benches, bench  # before the next backbone's models are built
     for name, per_backbone in results.items():
         for backbone, figures in per_backbone.items():
             if "clip" in results and backbone in results["clip"]:

@@ -59,6 +59,16 @@ def test_batch_sizes_do_not_change_the_result(tiny_voc, tmp_path):
     assert one["metrics"]["voc21"]["miou"] == pytest.approx(many["metrics"]["voc21"]["miou"], abs=1e-6)
 
 
+def test_decoding_in_worker_processes_gives_the_same_metrics_as_in_the_main_process(tiny_voc, tmp_path):
+    _, overrides = tiny_voc
+    inline = run_job(sfp.compose(overrides + ["inference.images_per_batch=2"]), tmp_path / "0")
+    workers = run_job(sfp.compose(overrides + ["inference.images_per_batch=2", "inference.num_workers=2"]),
+                      tmp_path / "2")
+    # same images, same order, none twice (assert_equal: absent classes are NaN on both sides)
+    np.testing.assert_equal(workers["metrics"]["voc21"], inline["metrics"]["voc21"])
+    assert workers["config"]["inference"]["num_workers"] == 2
+
+
 def test_when_wandb_cannot_reach_its_server_the_job_logs_offline_and_still_writes_results(
         tiny_voc, tmp_path, monkeypatch, request):
     import wandb
