@@ -38,7 +38,6 @@ VARIANTS: Dict[str, List[str]] = {
     "sfp_early": ["method=sfp_early"],
 }
 IMAGE_SIZE = (375, 500)  # (H, W) of a typical PASCAL VOC image
-VOC21_CLASSES = 21
 
 
 def _sync(device: torch.device) -> None:
@@ -50,6 +49,9 @@ def write_voc_files(data_root: Path, count: int, seed: int = 0) -> Path:
     """`count` random VOC-sized JPEG images and PNG label maps in the PASCAL VOC layout under data_root."""
     from PIL import Image
 
+    from sfp.data import load_class_names
+
+    num_classes = load_class_names("voc21").num_classes
     voc = Path(data_root) / "VOCdevkit" / "VOC2012"
     for folder in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / folder).mkdir(parents=True, exist_ok=True)
@@ -58,7 +60,7 @@ def write_voc_files(data_root: Path, count: int, seed: int = 0) -> Path:
     for name in ids:
         image = rng.integers(0, 256, (*IMAGE_SIZE, 3), dtype=np.uint8)
         Image.fromarray(image).save(voc / "JPEGImages" / f"{name}.jpg", quality=95)
-        Image.fromarray(rng.integers(0, VOC21_CLASSES, IMAGE_SIZE).astype(np.uint8)).save(
+        Image.fromarray(rng.integers(0, num_classes, IMAGE_SIZE).astype(np.uint8)).save(
             voc / "SegmentationClass" / f"{name}.png")
     (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("\n".join(ids) + "\n")
     return voc
