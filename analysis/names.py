@@ -1,31 +1,47 @@
-"""Display names and canonical orders: datasets, methods, presets and backbones as the tables show them."""
+"""Display names and canonical orders, derived from the config folder and the published-results file.
+
+Nothing here is a hand-written list: datasets, their labels and background groups come from
+conf/datasets/<key>.yaml (the benchmarks and their order from conf/datasets/benchmarks.yaml), presets and
+the published method each reproduces from conf/method/<preset>.yaml, backbone labels from
+conf/backbone/<name>.yaml, and the order of published methods from analysis/data/published_results.csv.
+"""
 from __future__ import annotations
 
+import csv
+from pathlib import Path
 from typing import Dict, Iterable, List, Mapping, Optional
 
-# The eight benchmarks in the order papers of this line print them.
-BENCHMARKS = ("voc21", "context60", "coco_object", "voc20", "context59", "coco_stuff", "cityscapes", "ade20k")
-DATASET_LABELS = {
-    "voc21": "VOC21", "context60": "Context60", "coco_object": "Object", "voc20": "VOC20",
-    "context59": "Context59", "coco_stuff": "Stuff", "cityscapes": "City", "ade20k": "ADE",
-}
-WITH_BACKGROUND = ("voc21", "context60", "coco_object")
+from sfp.config import catalog
+
+PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published_results.csv"
+
+# The benchmarks in the order papers of this line print them.
+BENCHMARKS = tuple(catalog.benchmarks())
+DATASET_LABELS = {key: entry.label for key, entry in catalog.datasets().items()}
+WITH_BACKGROUND = tuple(key for key, entry in catalog.datasets().items() if entry.with_background)
 GROUP_WITH_BACKGROUND = "with background"
 GROUP_WITHOUT_BACKGROUND = "without background"
 GROUP_OTHER = "other"
 
-# Preset (choices.method) -> the method name the published table uses.
-PRESET_TO_PUBLISHED = {
-    "clip": "CLIP", "maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP", "naclip": "NACLIP",
-    "sc_clip": "SC-CLIP", "sfp": "SFP", "sfp_early": "SFP",
-}
-PRESET_LABELS = {"sfp_early": "sfp_early (Dec 2025 code state)"}
-# Methods in the order of the main table (published-only methods such as ProxyCLIP included).
-METHOD_ORDER = ("CLIP", "MaskCLIP", "SCLIP", "ClearCLIP", "NACLIP", "ProxyCLIP", "SC-CLIP", "SFP")
-PRESET_ORDER = ("clip", "maskclip", "sclip", "clearclip", "naclip", "sc_clip", "sfp", "sfp_early")
 
-BACKBONE_LABELS = {"vit_b16": "ViT-B/16", "vit_l14": "ViT-L/14"}
-BACKBONE_ORDER = ("vit_b16", "vit_l14")
+def _published_method_order() -> List[str]:
+    with open(PUBLISHED_CSV, newline="", encoding="utf-8") as handle:
+        methods = [row["method"] for row in csv.DictReader(handle)]
+    return list(dict.fromkeys(methods))
+
+
+_PRESETS = catalog.presets()
+# Preset (choices.method) -> the method name the published table uses.
+PRESET_TO_PUBLISHED = {name: entry.published for name, entry in _PRESETS.items() if entry.published}
+PRESET_LABELS = {name: entry.label for name, entry in _PRESETS.items() if entry.label != name}
+# Methods in the order of the published-results file (published-only methods included), then the rest.
+METHOD_ORDER = tuple(dict.fromkeys(_published_method_order() + sorted(set(PRESET_TO_PUBLISHED.values()))))
+# Presets in the order of the method they reproduce, then by name.
+PRESET_ORDER = tuple(sorted(_PRESETS, key=lambda name: (
+    METHOD_ORDER.index(PRESET_TO_PUBLISHED[name]) if name in PRESET_TO_PUBLISHED else len(METHOD_ORDER), name)))
+
+BACKBONE_LABELS = {name: label for name, label in catalog.backbones().items() if label != name}
+BACKBONE_ORDER = tuple(sorted(BACKBONE_LABELS))
 
 
 def dataset_label(key: str) -> str:

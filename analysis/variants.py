@@ -66,11 +66,22 @@ def settings(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(columns, index=runs.index)
 
 
+_CONFLICT = object()
+
+
 @lru_cache(maxsize=1)
 def _defaults() -> Tuple[Tuple[str, str], ...]:
-    from sfp.config.schema import RunConfig
+    from sfp.config.schema import RunConfig, settings_dict
+    from sfp.methods import METHODS
 
     flat = flatten_config(json.loads(json.dumps(to_jsonable(RunConfig()))))
+    # a method's own knobs default in its settings class; a knob two methods default differently has none
+    method_defaults: Dict[str, Any] = {}
+    for name in METHODS.names():
+        for key, value in flatten_config(settings_dict(METHODS.get(name).Settings(name=name)), "method.").items():
+            if key != "method.name":
+                method_defaults[key] = value if method_defaults.get(key, value) == value else _CONFLICT
+    flat.update({k: v for k, v in method_defaults.items() if v is not _CONFLICT})
     return tuple((key, normalise(value)) for key, value in flat.items())
 
 

@@ -3,29 +3,34 @@
 The library works without Hydra's entry point:
 
     import sfp
-    cfg = sfp.compose(["backbone=vit_b16", "method=maskclip", "datasets=[voc21]"])
+    cfg = sfp.compose(["backbone=vit_b16", "method=sfp", "datasets=[voc21]"])  # typed settings
     model = sfp.build_model(cfg)                   # model.dense_features(crops) -> (B, N, D)
     labels = sfp.Segmenter(cfg).predict(image)     # (H, W, 3) uint8 -> (H, W) int64
+    record = sfp.run_job(cfg, "outputs/my-run")    # every dataset, results.json (and W&B)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["compose", "build_model", "Segmenter", "collect_results", "__version__"]
+__all__ = ["compose", "compose_config", "to_run_config", "build_model", "Segmenter", "run_job",
+           "collect_results", "__version__"]
+
+# Lazy, so `import sfp` stays cheap and Hydra and torch are imported only when used.
+_EXPORTS = {
+    "compose": ("assembly", "compose"),
+    "compose_config": ("assembly", "compose_config"),
+    "to_run_config": ("assembly", "to_run_config"),
+    "build_model": ("assembly", "build_model"),
+    "Segmenter": ("segmenter", "Segmenter"),
+    "run_job": ("runner", "run_job"),
+    "collect_results": ("tracking.results_store", "collect_results"),
+}
 
 
 def __getattr__(name):
-    # Lazy, so `import sfp` stays cheap and Hydra is imported only by compose().
-    if name == "compose":
-        from .config.compose import compose
-        return compose
-    if name == "build_model":
-        from .models.build import build_model
-        return build_model
-    if name == "Segmenter":
-        from .engine.segmenter import Segmenter
-        return Segmenter
-    if name == "collect_results":
-        from .tracking.results_store import collect_results
-        return collect_results
-    raise AttributeError(f"module 'sfp' has no attribute {name!r}")
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'sfp' has no attribute {name!r}")
+    import importlib
+
+    module, attribute = _EXPORTS[name]
+    return getattr(importlib.import_module(f".{module}", __name__), attribute)

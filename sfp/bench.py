@@ -30,12 +30,12 @@ from typing import Dict, List, Sequence
 import numpy as np
 import torch
 
+from .config import catalog
+
+# Every method preset, plus SFP with all components off.
 VARIANTS: Dict[str, List[str]] = {
-    "clip": ["method=clip"],
-    "maskclip": ["method=maskclip"],
-    "sfp": ["method=sfp"],
+    **{preset: [f"method={preset}"] for preset in catalog.presets()},
     "sfp_all_off": ["method=sfp", "mitigator=off", "enhancer=off", "integrator=off", "aggregation=off"],
-    "sfp_early": ["method=sfp_early"],
 }
 IMAGE_SIZE = (375, 500)  # (H, W) of a typical PASCAL VOC image
 
@@ -83,14 +83,13 @@ class VariantBench:
         from sfp.engine.device import resolve_dtype
         from sfp.engine.preprocess import normalize, rescaled_size, resize_image
         from sfp.engine.windows import sliding_windows
-        from sfp.models.build import build_model
 
         self.cfg = sfp.compose(list(overrides))
         self.batch1_cfg = sfp.compose(list(overrides) + ["inference.batch_size=1", "inference.images_per_batch=1"])
-        self.model = build_model(self.cfg)
+        self.model = sfp.build_model(self.cfg)
         self.device = self.model.device
         self.dtype = resolve_dtype(self.cfg.inference.precision, self.device)
-        self.dataset = build_dataset(self.cfg.datasets.voc21, "voc21")
+        self.dataset = build_dataset(self.cfg.datasets["voc21"], "voc21")
         self.work_dir = work_dir
         self.outcomes: Dict[str, object] = {}
         # The same crops the pipeline cuts, fed straight to the model: the bare-forward limit.
@@ -116,7 +115,7 @@ class VariantBench:
     def _bare(self) -> None:
         from sfp.engine.inference import autocast_context
 
-        batch = int(self.cfg.inference.batch_size)
+        batch = self.cfg.inference.batch_size
         with torch.no_grad(), autocast_context(self.device, self.dtype):
             for start in range(0, len(self.crops), batch):
                 self.model.dense_features(self.crops[start:start + batch])

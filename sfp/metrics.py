@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import torch
 
+from sfp.data.sample import IGNORE_INDEX
 from sfp.errors import DataError
 
 __all__ = ["IoUAccumulator", "SegmentationMetrics"]
@@ -66,7 +67,7 @@ class IoUAccumulator:
     all_reduce(SUM) across processes and `from_state_tensor()` rebuilds an accumulator from it.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255):
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
         self.num_classes = num_classes
@@ -141,7 +142,7 @@ class IoUAccumulator:
 
     @classmethod
     def from_state_tensor(
-        cls, state: torch.Tensor, ignore_index: int = 255, n_images: int = 0
+        cls, state: torch.Tensor, ignore_index: int = IGNORE_INDEX, n_images: int = 0
     ) -> "IoUAccumulator":
         """Rebuild from `state_tensor()` output (possibly all-reduced); n_images is not in the state."""
         state = torch.as_tensor(state)

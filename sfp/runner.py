@@ -1,6 +1,7 @@
 """One job: load the model once, evaluate every configured dataset, log to W&B and write results.json.
 
-Independent of Hydra: `run_job(cfg, output_dir, choices)` works from a notebook with `sfp.compose(...)`.
+Independent of Hydra: `run_job(cfg, output_dir, choices)` works from a notebook with `sfp.compose(...)`. The
+config is turned into typed settings once, on entry; the device is resolved once, here, and passed down.
 """
 from __future__ import annotations
 
@@ -12,24 +13,24 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from .assembly import ConfigLike, build_model, to_run_config
+from .config.schema import COMPONENT_GROUPS, RunConfig, settings_dict
 from .data import SegmentationDataset, build_dataset
+from .engine.device import resolve_device
 from .engine.distributed import Ranks, gather_objects, init_from_env, shard, sum_tensor
-from .engine.segmenter import Segmenter
-from .methods import COMPONENTS
 from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
-from .models.build import DenseModel, build_model
+from .models.dense import DenseModel
+from .segmenter import Segmenter
 from .tracking.resume import config_fingerprint
-from .tracking.results_store import build_record, write_json_atomic
+from .tracking.results_store import RESULTS_FILENAME, build_record, write_json_atomic
 from .tracking.wandb_tracker import make_tracker
 
 log = logging.getLogger(__name__)
-RESULTS_FILE = "results.json"
 
 
 @dataclass
@@ -42,8 +43,9 @@ class DatasetOutcome:
     outlier_stats: Dict[str, Any] = field(default_factory=dict)
 
 
-def resolved_config(cfg: Any) -> Dict[str, Any]:
-    return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True, enum_to_str=True)
+def resolved_config(cfg: ConfigLike) -> Dict[str, Any]:
+    """The complete settings of a run as plain values (every default included), as every record stores them."""
+    return settings_dict(to_run_config(cfg))
 
 
 def tracker_config(config: Dict[str, Any], choices: Dict[str, str]) -> Dict[str, Any]:
@@ -52,19 +54,22 @@ def tracker_config(config: Dict[str, Any], choices: Dict[str, str]) -> Dict[str,
     return {**config, **flat}
 
 
-def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] = None,
-            group: Optional[str] = None, job_name: Optional[str] = None) -> Dict[str, Any]:
-    """Evaluate every dataset of `cfg` and return the record written to `<output_dir>/results.json`."""
+def run_job(cfg: ConfigLike, output_dir: str | Path, choices: Optional[Dict[str, str]] = None,
+            group: Optional[str] = None, job_name: Optional[str] = None, job_number: int = 0) -> Dict[str, Any]:
+    """Evaluate every dataset of `cfg` and return the record written to `<output_dir>/results.json`.
+
+    job_number: the job's index in a sweep; with several GPUs and `inference.device=auto`, job k takes GPU
+    k mod (number of GPUs)."""
+    run = to_run_config(cfg)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     choices = dict(choices or {})
-    config = resolved_config(cfg)
+    config = settings_dict(run)
     ranks = init_from_env()  # several processes under torchrun: rank 0 logs and writes
     tracker = make_tracker(
-        str(getattr(cfg.tracker.backend, "value", cfg.tracker.backend)) if ranks.is_main else "none",
-        project=cfg.tracker.project, entity=cfg.tracker.entity,
-        mode=str(getattr(cfg.tracker.mode, "value", cfg.tracker.mode)),
-        group=cfg.tracker.group or group, name=job_name, tags=list(cfg.tracker.tags),
+        run.tracker.backend.value if ranks.is_main else "none",
+        project=run.tracker.project, entity=run.tracker.entity, mode=run.tracker.mode.value,
+        group=run.tracker.group or group, name=job_name, tags=list(run.tracker.tags),
         config=tracker_config(config, choices), dir=str(output_dir),
     )
     started = time.perf_counter()
@@ -80,19 +85,19 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
                               extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats,
                                      "fingerprint": config_fingerprint(config), "world_size": ranks.world})
         if ranks.is_main:
-            write_json_atomic(output_dir / RESULTS_FILE, record)
+            write_json_atomic(output_dir / RESULTS_FILENAME, record)
         return record
 
     # Check every dataset's files before spending time on the model.
-    datasets = {key: build_dataset(cfg.datasets[key], key=key) for key in cfg.datasets}
+    datasets = {key: build_dataset(run.datasets[key], key=key) for key in run.datasets}
     with tracker:
         load_started = time.perf_counter()
-        model = build_model(cfg, device=_rank_device(cfg, ranks))
+        model = build_model(run, device=_device(run, ranks, job_number))
         timing["model_load_s"] = time.perf_counter() - load_started
         model_info.update(source=model.source, is_real_clip=model.is_real_clip)
-        _warn_unused_components(cfg, model)
+        _warn_unused_components(run, model)
         for key, dataset in datasets.items():
-            outcome = evaluate_dataset(cfg, dataset, model, output_dir, ranks)
+            outcome = evaluate_dataset(run, dataset, model, output_dir, ranks)
             metrics[key] = outcome.metrics
             protocols[key] = outcome.protocol
             class_files[key] = outcome.class_file_sha256
@@ -109,20 +114,20 @@ def run_job(cfg: Any, output_dir: str | Path, choices: Optional[Dict[str, str]] 
         return write("complete")
 
 
-def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
+def evaluate_dataset(run: RunConfig, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
                      ranks: Ranks = Ranks()) -> DatasetOutcome:
     started = time.perf_counter()
     key = dataset.key
-    segmenter = Segmenter(cfg, dataset=key, model=model, class_names=dataset.class_names)
+    segmenter = Segmenter(run, dataset=key, model=model, class_names=dataset.class_names)
     accumulator = IoUAccumulator(dataset.num_classes)
-    prediction_dir = output_dir / "predictions" / key if cfg.save_predictions else None
+    prediction_dir = output_dir / "predictions" / key if run.save_predictions else None
     if prediction_dir is not None:
         prediction_dir.mkdir(parents=True, exist_ok=True)
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    stats = LayerStatsAccumulator() if cfg.stats.enabled else None
+    stats = LayerStatsAccumulator() if run.stats.enabled else None
     images = Subset(dataset, shard(len(dataset), ranks)) if ranks.enabled else dataset
-    loader = DataLoader(images, batch_size=int(cfg.inference.images_per_batch), shuffle=False,
-                        num_workers=int(cfg.inference.num_workers), collate_fn=list)
+    loader = DataLoader(images, batch_size=run.inference.images_per_batch, shuffle=False,
+                        num_workers=run.inference.num_workers, collate_fn=list)
     for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True, disable=not ranks.is_main):
         predictions = segmenter.predict_batch([sample.image for sample in batch],
                                               aux_sink=stats.update if stats is not None else None)
@@ -130,7 +135,7 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
             accumulator.update(prediction, sample.label)
             if prediction_dir is not None:
                 save_label_png(prediction, prediction_dir / f"{sample.name}.png")
-            if ranks.is_main and len(overlays) < cfg.tracker.num_overlays:
+            if ranks.is_main and len(overlays) < run.tracker.num_overlays:
                 overlays.append((sample.image, prediction, sample.label))
     if ranks.enabled:  # global sums of intersections and unions, never an average of per-rank mIoUs
         n_images = int(sum_tensor(torch.tensor([accumulator.n_images]), ranks).item())
@@ -145,11 +150,11 @@ def evaluate_dataset(cfg: Any, dataset: SegmentationDataset, model: DenseModel, 
                           time.perf_counter() - started, overlays, stats.result() if stats is not None else {})
 
 
-def _rank_device(cfg: Any, ranks: Ranks):
+def _device(run: RunConfig, ranks: Ranks, job_number: int) -> torch.device:
     """Under torchrun each rank takes its own GPU (LOCAL_RANK); otherwise the config decides."""
-    if ranks.enabled and torch.cuda.is_available() and cfg.inference.device in ("auto", "cuda"):
+    if ranks.enabled and torch.cuda.is_available() and run.inference.device in ("auto", "cuda"):
         return torch.device("cuda", ranks.local_rank)
-    return None
+    return resolve_device(run.inference.device, job_number)
 
 
 def class_display_names(dataset: SegmentationDataset, prob_thd: float) -> List[str]:
@@ -169,18 +174,18 @@ def save_label_png(labels: np.ndarray, path: Path) -> None:
     tmp.replace(path)
 
 
-def _warn_unused_components(cfg: Any, model: DenseModel) -> None:
-    used = getattr(model.method, "uses_components", frozenset())
-    ignored = [name for name in COMPONENTS if cfg[name].enabled and name not in used]
+def _warn_unused_components(run: RunConfig, model: DenseModel) -> None:
+    used = model.method.components
+    ignored = [name for name in COMPONENT_GROUPS if getattr(run, name).enabled and name not in used]
     if ignored:
         log.warning("method %r does not use %s: these switches have no effect in this run",
-                    cfg.method.name, ", ".join(f"{name}=on" for name in ignored))
+                    run.method.name, ", ".join(f"{name}=on" for name in ignored))
 
 
 def format_table(record: Dict[str, Any]) -> str:
     """A per-dataset mIoU / aAcc / mAcc table in percent, with a plain warning for non-CLIP models."""
     config = record["config"]
-    switches = " ".join(f"{name}={'on' if config[name]['enabled'] else 'off'}" for name in COMPONENTS)
+    switches = " ".join(f"{name}={'on' if config[name]['enabled'] else 'off'}" for name in COMPONENT_GROUPS)
     lines = [f"method={config['method']['name']} backbone={config['backbone']['name']} ({switches})",
              f"{'dataset':<14}{'mIoU':>8}{'aAcc':>8}{'mAcc':>8}{'images':>8}"]
     for key, m in record["metrics"].items():

@@ -18,8 +18,8 @@ from typing import Dict, List, Tuple
 
 import pytest
 
-from conftest import tiny_overrides
-from data_layouts_fixture import build_layout
+from tests.helpers import tiny_overrides
+from tests.data_layouts_fixture import build_layout
 
 
 DATASETS = ("voc21", "ade20k")
@@ -51,6 +51,7 @@ def build_runs(root: Path) -> Path:
     import sfp
     from omegaconf import open_dict
 
+    from sfp.assembly import run_choices
     from sfp.runner import run_job
 
     build_layout("voc21", root / "data", n=3)
@@ -60,8 +61,8 @@ def build_runs(root: Path) -> Path:
                         DATASETS)
         base = tiny_overrides(root, f"[{','.join(datasets)}]") + [f"datasets.{d}.short_side=40" for d in datasets]
         overrides = [o for o in overrides if not o.startswith("datasets=")]
-        cfg = sfp.compose(base + overrides, return_hydra_config=True)
-        choices: Dict[str, str] = {k: v for k, v in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+        cfg = sfp.compose_config(base + overrides, return_hydra_config=True)
+        choices: Dict[str, str] = run_choices(cfg.hydra.runtime.choices)
         with open_dict(cfg):
             del cfg["hydra"]
         run_job(cfg, root / "runs" / folder, choices=choices)

@@ -6,8 +6,8 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from analysis_runs_fixture import analysis_runs, copy_runs  # noqa: F401  (fixture)
-from conftest import REPO
+from tests.analysis_runs_fixture import copy_runs
+from tests.helpers import REPO
 
 from analysis import components_table, load_runs, render
 

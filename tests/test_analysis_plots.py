@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 
-from analysis_runs_fixture import analysis_runs  # noqa: F401  (fixture)
 
 from analysis import (
     detector_table, heatmap_plot, layer_stats_plot, load_records, load_runs, save_figure, sweep_plot, sweep_table,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis_runs_fixture import MISSING_COMBINATION, analysis_runs, copy_runs  # noqa: F401  (fixture)
-from conftest import REPO
+from tests.analysis_runs_fixture import MISSING_COMBINATION, copy_runs
+from tests.helpers import REPO
 
 from analysis import (
     components_table, detector_table, filter_runs, load_published, load_runs, main_table, render, sweep_table,

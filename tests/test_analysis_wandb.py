@@ -11,7 +11,6 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 import pytest
 
-from analysis_runs_fixture import analysis_runs  # noqa: F401  (fixture)
 
 from analysis import components_table, load_runs, load_wandb_runs, main_table, pull_runs, read_cache, run_to_record
 from analysis.cli import main as cli

@@ -8,7 +8,7 @@ import torch
 import sfp
 from sfp.errors import DataError
 
-from conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 @pytest.mark.parametrize("method", ["clip", "maskclip"])

@@ -96,7 +96,7 @@ def test_a_non_clip_state_dict_is_rejected(tmp_path):
 def test_missing_pretrained_weights_offline_say_where_they_were_looked_for_and_how_to_provide_them(tmp_path):
     cfg = sfp.compose(["backbone=vit_b16", f"backbone.weights_cache_dir={tmp_path}"]).backbone
     with pytest.raises(WeightsError) as info:
-        load_backbone(cfg, weights_cache_dir=str(tmp_path))
+        load_backbone(cfg)
     message = str(info.value)
     assert str(tmp_path) in message and "backbone.checkpoint" in message and "open_clip.create_model" in message
 

@@ -14,7 +14,7 @@ import sfp
 from sfp.bench import main, write_voc_files
 from sfp.data import build_dataset
 
-from conftest import REPO
+from tests.helpers import REPO
 
 FIGURES = {"pipeline_images_per_s", "bare_forward_images_per_s", "crops_per_image", "batch1_images_per_s",
            "efficiency", "speedup", "same_metrics_as_batch1", "peak_memory_mb", "cost_vs_clip"}
@@ -23,7 +23,7 @@ FIGURES = {"pipeline_images_per_s", "bare_forward_images_per_s", "crops_per_imag
 def test_benchmark_files_are_read_by_the_voc_loader_at_voc_size(tmp_path):
     write_voc_files(tmp_path, 3)
     cfg = sfp.compose(["datasets=[voc21]", f"paths.data_root={tmp_path}"])
-    dataset = build_dataset(cfg.datasets.voc21, "voc21")
+    dataset = build_dataset(cfg.datasets["voc21"], "voc21")
     sample = dataset[2]
     assert len(dataset) == 3 and sample.image.shape == (375, 500, 3) and sample.label.shape == (375, 500)
     assert set(np.unique(sample.label)) <= set(range(21))

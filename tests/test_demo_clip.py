@@ -10,11 +10,13 @@ import pytest
 import torch
 import yaml
 
+import sfp
 from sfp.config import asset_path
 from sfp.demo import scenes, vocab, world
 from sfp.demo import train as demo_train
 from sfp.demo.assets import SHIPPED_DIR, shipped_checksums, verify_shipped_model
 from sfp.errors import WeightsError
+from tests.helpers import REPO
 
 TINY = demo_train.TrainSettings(
     vision_layers=2, vision_width=32, head_width=16, text_layers=1, text_width=32, embed_dim=32,
@@ -169,9 +171,10 @@ def test_recipe_rejects_unknown_settings_and_bad_values():
 def test_shipped_files_match_their_checksums_and_the_backbone_config():
     verify_shipped_model()
     sums = shipped_checksums()
-    cfg = yaml.safe_load(open("conf/backbone/demo.yaml"))
+    cfg = yaml.safe_load(open(REPO / "conf/backbone/demo.yaml"))
     assert cfg["checkpoint_sha256"] == sums[demo_train.WEIGHTS_NAME]
-    assert cfg["model"] is None and cfg["checkpoint_format"] == "auto"  # the custom backbone's inference path
+    backbone = sfp.compose(["backbone=demo"]).backbone
+    assert backbone.model is None and backbone.checkpoint_format.value == "auto"  # the architecture is inferred
     assert (SHIPPED_DIR / demo_train.WEIGHTS_NAME).stat().st_size <= 8 * 1024 * 1024
 
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from tests.helpers import REPO
 from sfp.engine.distributed import Ranks, shard
 from sfp.tracking.results_store import read_results
 

@@ -15,7 +15,7 @@ from sfp.engine.preprocess import normalize, rescaled_size, resize_image
 from sfp.engine.windows import sliding_windows, windows_along
 from sfp.models.text import QueryEmbeddings
 
-from conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 # ---- geometry -----------------------------------------------------------------------------------------------

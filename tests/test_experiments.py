@@ -14,16 +14,16 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from conftest import REPO
+from tests.helpers import REPO
 
 import sfp
+from sfp.config import catalog
 from sfp.config.searchpath import experiments_dir_for
 from sfp.tracking.results_store import read_results
 
-REAL_DATASETS = ["voc21", "voc20", "context60", "context59", "coco_object", "coco_stuff", "cityscapes", "ade20k"]
-PRESETS = ["sfp", "sfp_early", "sc_clip", "clip", "maskclip", "clearclip", "sclip", "naclip"]
+REAL_DATASETS = catalog.benchmarks()
+PRESETS = sorted(catalog.presets())  # what `method: glob(*)` sweeps
 ON_OFF = ["on", "off"]
-B16_INTEGRATE = [3, 4, 5, 6, 7, 8, 9]
 
 # name -> {swept key: values, as each job's override spells them}
 GRIDS: Dict[str, Dict[str, List[str]]] = {
@@ -39,13 +39,15 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     "backbones": {"backbone": ["vit_b16", "vit_l14"]},
     "precision": {"method": PRESETS, "inference.precision": ["float32", "bfloat16", "float16"]},
 }
-JOBS = {"main_table": 16, "ablation_components": 8, "ablation_detector": 3, "sweep_top_k": 6, "sweep_cls_scale": 5,
-        "sweep_beta": 5, "sweep_temperature": 5, "sweep_layers": 9, "backbones": 2, "precision": 24}
+JOBS = {"main_table": 2 * len(PRESETS), "ablation_components": 8, "ablation_detector": 3, "sweep_top_k": 6, "sweep_cls_scale": 5,
+        "sweep_beta": 5, "sweep_temperature": 5, "sweep_layers": 9, "backbones": 2, "precision": 3 * len(PRESETS)}
 
 
 def sweep_jobs(cfg, cli: List[str] = ()) -> List[List[str]]:
     """The jobs Hydra's basic sweeper runs: the config's params, then the command line (later keys win)."""
-    arguments = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()] + list(cli)
+    # glob(*) lists a group's options, which needs Hydra's config loader: expand it as Hydra does (sorted)
+    arguments = [f"{key}={','.join(sorted(catalog.presets())) if value == 'glob(*)' else value}"
+                 for key, value in cfg.hydra.sweeper.params.items()] + list(cli)
     (batch,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(arguments), None)
     return batch
 
@@ -75,7 +77,7 @@ def test_the_experiment_files_are_exactly_the_named_studies():
 
 @pytest.mark.parametrize("name", sorted(GRIDS))
 def test_an_experiment_composes_with_its_fixed_parts_and_its_grid(name):
-    cfg = sfp.compose([f"+experiment={name}"], return_hydra_config=True)
+    cfg = sfp.compose_config([f"+experiment={name}"], return_hydra_config=True)
     # a silently ignored `+experiment` (group not on the search path) would add a plain key instead
     assert cfg.hydra.runtime.choices.get("experiment") == name
     assert list(cfg.datasets) == REAL_DATASETS
@@ -93,9 +95,9 @@ def test_an_experiment_composes_with_its_fixed_parts_and_its_grid(name):
 
 @pytest.mark.parametrize("name", sorted(set(GRIDS) - {"main_table", "precision"}))
 def test_every_job_of_an_experiment_is_a_valid_run_config(name):
-    cfg = sfp.compose([f"+experiment={name}"], return_hydra_config=True)
+    cfg = sfp.compose_config([f"+experiment={name}"], return_hydra_config=True)
     for job in sweep_jobs(cfg):
-        job_cfg = sfp.compose([*job, f"+experiment={name}"], return_hydra_config=True)  # validates
+        job_cfg = sfp.compose_config([*job, f"+experiment={name}"], return_hydra_config=True)  # validates
         for override in job:
             key, value = override.split("=", 1)
             if "." in key:  # a value
@@ -106,25 +108,25 @@ def test_every_job_of_an_experiment_is_a_valid_run_config(name):
                     assert job_cfg[key].enabled == (value == "on")
         if name == "ablation_components":
             assert job_cfg.aggregation.enabled and job_cfg.method.name == "sfp"
-        if name == "sweep_layers":  # the range is explicit; the default blocks stay the backbone's
-            assert list(job_cfg.backbone.layers.integrate) == B16_INTEGRATE
+        if name == "sweep_layers":  # the range is explicit; the default blocks stay SFP's for the depth
+            assert job_cfg.backbone.layers.integrate is None
 
 
 def test_main_table_jobs_compose_the_swept_preset_and_backbone():
-    cfg = sfp.compose(["+experiment=main_table"], return_hydra_config=True)
+    cfg = sfp.compose_config(["+experiment=main_table"], return_hydra_config=True)
     for job in sweep_jobs(cfg)[::5]:  # a sample: composing all 16 adds seconds and no coverage
-        job_cfg = sfp.compose([*job, "+experiment=main_table"], return_hydra_config=True)
+        job_cfg = sfp.compose_config([*job, "+experiment=main_table"], return_hydra_config=True)
         method, backbone = (override.split("=")[1] for override in job)
         assert (job_cfg.hydra.runtime.choices["method"], job_cfg.backbone.name) == (method, backbone)
         # the swept preset's own component switches apply, not the experiment's default preset's
-        assert job_cfg.mitigator.enabled == (method in ("sfp", "sfp_early", "sc_clip"))
+        assert job_cfg.mitigator.enabled == (catalog.presets()[method].method == "sfp")
         assert list(job_cfg.datasets) == REAL_DATASETS
 
 
 def test_precision_jobs_compose_the_swept_preset_at_each_precision():
-    cfg = sfp.compose(["+experiment=precision"], return_hydra_config=True)
+    cfg = sfp.compose_config(["+experiment=precision"], return_hydra_config=True)
     for job in sweep_jobs(cfg)[::7]:  # a sample across presets and precisions
-        job_cfg = sfp.compose([*job, "+experiment=precision"], return_hydra_config=True)
+        job_cfg = sfp.compose_config([*job, "+experiment=precision"], return_hydra_config=True)
         method, precision = (override.split("=")[1] for override in job)
         assert job_cfg.hydra.runtime.choices["method"] == method
         assert _spelled(job_cfg.inference.precision) == precision
@@ -133,11 +135,11 @@ def test_precision_jobs_compose_the_swept_preset_at_each_precision():
 
 def test_command_line_overrides_win_over_the_experiment_and_replace_a_swept_key():
     overrides = ["+experiment=main_table", "backbone=tiny", "datasets=[voc21]", "tracker.group=mine"]
-    cfg = sfp.compose(overrides, return_hydra_config=True)
+    cfg = sfp.compose_config(overrides, return_hydra_config=True)
     assert (cfg.backbone.name, list(cfg.datasets), cfg.tracker.group) == ("tiny", ["voc21"], "mine")
     # a key given on the command line replaces the same key of hydra.sweeper.params: one value, not a sweep
     jobs = sweep_jobs(cfg, ["backbone=tiny", "datasets=[voc21]"])
-    assert len(jobs) == 8 and all("backbone=tiny" in job for job in jobs)
+    assert len(jobs) == len(PRESETS) and all("backbone=tiny" in job for job in jobs)
     assert all("backbone=vit_b16" not in job and "backbone=vit_l14" not in job for job in jobs)
     # and a swept value on the command line replaces the experiment's values
     assert len(sweep_jobs(cfg, ["method=clip,sfp"])) == 4

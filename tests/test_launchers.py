@@ -6,7 +6,7 @@ import pytest
 import sfp
 from sfp.tracking.results_store import read_results
 
-from test_main_cli import run_main
+from tests.test_main_cli import run_main
 
 
 @pytest.mark.parametrize("launcher", ["local_parallel", "submitit_local"])
@@ -22,7 +22,7 @@ def test_a_sweep_through_a_launcher_plugin_gives_one_complete_record_per_job(tin
 
 
 def test_the_slurm_launcher_asks_for_one_gpu_per_job_and_logs_offline():
-    launcher = sfp.compose(["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
+    launcher = sfp.compose_config(["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert launcher.gpus_per_node == 1 and launcher.array_parallelism >= 1 and launcher.timeout_min > 0
     assert "export WANDB_MODE=offline" in launcher.setup
@@ -31,7 +31,7 @@ def test_the_slurm_launcher_asks_for_one_gpu_per_job_and_logs_offline():
 def test_sweep_directories_carry_microseconds_so_two_sweeps_started_in_one_second_stay_apart():
     import re
 
-    first = sfp.compose([], return_hydra_config=True).hydra.sweep.dir
-    second = sfp.compose([], return_hydra_config=True).hydra.sweep.dir
+    first = sfp.compose_config([], return_hydra_config=True).hydra.sweep.dir
+    second = sfp.compose_config([], return_hydra_config=True).hydra.sweep.dir
     assert re.search(r"/sweeps/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}$", first), first
     assert first != second

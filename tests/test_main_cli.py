@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from conftest import REPO, tiny_overrides
+from tests.helpers import REPO, tiny_overrides
 
 from sfp.tracking.results_store import collect_results, read_results
 

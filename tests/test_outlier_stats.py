@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from conftest import synthetic_attention
+from tests.helpers import synthetic_attention
 from sfp.methods.outliers import OutlierSets
 from sfp.methods.stats import LayerStatsAccumulator, layer_statistics
 

@@ -1,10 +1,10 @@
-"""SFP's outlier detectors and neighbour fill, on hand-checkable tiny cases (sfp-method.md, component 1)."""
+"""SFP's outlier detectors and neighbour fill, on hand-checkable tiny cases (docs/methods.md, 'SFP: outlier mitigator')."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from conftest import synthetic_attention
+from tests.helpers import synthetic_attention
 from sfp.methods.outliers import (OutlierSets, detect_l2, detect_lof, detect_som, lof_scores, neighbour_fill)
 
 

@@ -7,7 +7,7 @@ import torch
 import sfp
 from sfp.engine.pamr import pamr
 
-from conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 def test_scores_spread_within_a_uniform_region_but_not_across_a_colour_edge():

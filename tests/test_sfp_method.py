@@ -7,13 +7,14 @@ import pytest
 import torch
 
 import sfp
+from sfp.config import catalog
 from sfp.errors import ConfigError
 from sfp.runner import run_job
 
-from conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 SWITCHES = ["mitigator", "enhancer", "integrator", "aggregation"]
-PRESETS = ["sfp", "sfp_early", "sc_clip", "clip", "maskclip", "clearclip", "sclip", "naclip"]
+PRESETS = sorted(catalog.presets())
 
 
 def _model(tmp_path, *overrides):

@@ -9,7 +9,7 @@ import sfp
 from sfp.models.templates import get_templates
 from sfp.models.text import encode_queries
 
-from conftest import tiny_overrides
+from tests.helpers import tiny_overrides
 
 
 @pytest.fixture(scope="module")

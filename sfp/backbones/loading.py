@@ -43,12 +43,12 @@ class LoadedBackbone:
     source: str  # where the weights came from, for the results record
 
 
-def load_backbone(cfg: BackboneConfig, weights_cache_dir: Optional[str] = None) -> LoadedBackbone:
+def load_backbone(cfg: BackboneConfig) -> LoadedBackbone:
     register_packaged_model_configs()
     if cfg.checkpoint:
         model, source = _from_checkpoint(cfg)
     elif cfg.pretrained:
-        model, source = _from_pretrained_tag(cfg, weights_cache_dir), f"open_clip:{cfg.model}:{cfg.pretrained}"
+        model, source = _from_pretrained_tag(cfg, cfg.weights_cache_dir), f"open_clip:{cfg.model}:{cfg.pretrained}"
     else:
         model, source = _create(cfg, pretrained=None), "random-init"
     if not hasattr(model, "visual") or not hasattr(model.visual, "transformer"):

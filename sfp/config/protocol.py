@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, Tuple
 
+from .schema import RunConfig
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -21,21 +23,22 @@ class Protocol:
         return asdict(self)
 
 
-def effective_protocol(cfg: Any, dataset_key: str) -> Protocol:
-    """cfg is the run config; per-backbone overrides (e.g. the ViT-L/14 thresholds) win over dataset values."""
-    dataset = cfg.datasets[dataset_key]
-    values = {name: dataset[name] for name in ("short_side", "logit_scale", "prob_thd", "area_thd")}
-    override = cfg.backbone.dataset_overrides.get(dataset_key) if cfg.backbone.dataset_overrides else None
+def effective_protocol(run: RunConfig, dataset_key: str) -> Protocol:
+    """Per-backbone overrides (e.g. the ViT-L/14 thresholds) win over the dataset's values."""
+    dataset = run.datasets[dataset_key]
+    values = {name: getattr(dataset, name) for name in ("short_side", "logit_scale", "prob_thd", "area_thd")}
+    override = run.backbone.dataset_overrides.get(dataset_key)
     if override is not None:
-        values.update({k: v for k, v in dict(override).items() if v is not None})
+        values.update({k: v for k, v in asdict(override).items() if v is not None})
+    inference = run.inference
     return Protocol(
-        short_side=int(values["short_side"]),
-        max_long_side=int(cfg.inference.max_long_side),
-        crop=int(cfg.inference.crop),
-        stride=int(cfg.inference.stride),
-        logit_scale=float(values["logit_scale"]),
-        prob_thd=float(values["prob_thd"]),
-        area_thd=float(values["area_thd"]),
-        pamr_steps=int(cfg.inference.pamr_steps) if cfg.inference.pamr else 0,
-        pamr_dilations=tuple(int(d) for d in cfg.inference.pamr_dilations) if cfg.inference.pamr else (),
+        short_side=values["short_side"],
+        max_long_side=inference.max_long_side,
+        crop=inference.crop,
+        stride=inference.stride,
+        logit_scale=values["logit_scale"],
+        prob_thd=values["prob_thd"],
+        area_thd=values["area_thd"],
+        pamr_steps=inference.pamr_steps if inference.pamr else 0,
+        pamr_dilations=tuple(inference.pamr_dilations) if inference.pamr else (),
     )

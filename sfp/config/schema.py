@@ -1,13 +1,21 @@
-"""Typed schemas for every knob. Hydra validates keys and types against these at composition;
-`sfp.config.validate` checks the ranges that types cannot express.
+"""Typed settings for every knob, each default written here once.
 
-The schemas are plain dataclasses, so the library can be configured without Hydra too.
+Hydra validates keys and types against these dataclasses at composition; `sfp.assembly.to_run_config` turns
+the composed config into these objects once, and each `validate(prefix)` checks the ranges that types
+cannot express. The group files in conf/ hold only values that differ from these defaults.
+
+A method's own knobs are not here: each method module declares its settings class (`MethodSettings`
+subclass), which types the `method` node.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+from .checks import at_least, check, in_range, optional_at_least, positive
 
 
 class Precision(str, Enum):
@@ -60,17 +68,6 @@ class CheckpointFormat(str, Enum):
     openai = "openai"
 
 
-class Layout(str, Enum):
-    """On-disk dataset layouts (see sfp.data); the names of the real benchmarks' layouts."""
-
-    voc = "voc"
-    context = "context"
-    coco_object = "coco_object"
-    coco_stuff = "coco_stuff"
-    cityscapes = "cityscapes"
-    ade20k = "ade20k"
-
-
 @dataclass
 class ProtocolOverride:
     """Per-backbone replacement of a dataset's protocol values (None keeps the dataset's value)."""
@@ -80,10 +77,20 @@ class ProtocolOverride:
     prob_thd: Optional[float] = None
     area_thd: Optional[float] = None
 
+    def validate(self, prefix: str) -> None:
+        if self.short_side is not None:
+            at_least(f"{prefix}.short_side", self.short_side, 1)
+        if self.logit_scale is not None:
+            positive(f"{prefix}.logit_scale", self.logit_scale)
+        for name in ("prob_thd", "area_thd"):
+            if getattr(self, name) is not None:
+                in_range(f"{prefix}.{name}", getattr(self, name), 0, 1)
+
 
 @dataclass
 class LayerIndices:
-    """Block indices used by the SFP components; None means: derive from the depth (12 or 24 blocks)."""
+    """Block indices read by methods that use intermediate blocks (SFP); None: the method's default for the
+    backbone's depth."""
 
     detect: Optional[int] = None
     ref: Optional[int] = None
@@ -93,9 +100,10 @@ class LayerIndices:
 
 @dataclass
 class BackboneConfig:
-    name: str = "vit_b16"
-    model: Optional[str] = "ViT-B-16"  # open_clip architecture name; None: infer it from the checkpoint
-    pretrained: Optional[str] = "openai"  # open_clip pretrained tag; None with checkpoint=None: random weights
+    name: str = MISSING  # the option's name (vit_b16, custom, ...), recorded with every result
+    label: Optional[str] = None  # display name in tables (e.g. ViT-B/16); None: the name
+    model: Optional[str] = None  # open_clip architecture name; None: infer it from the checkpoint
+    pretrained: Optional[str] = None  # open_clip pretrained tag; None with checkpoint=None: random weights
     checkpoint: Optional[str] = None  # local weights file; takes precedence over `pretrained`
     checkpoint_format: CheckpointFormat = CheckpointFormat.auto
     weights_cache_dir: Optional[str] = None  # where open_clip keeps downloaded weights (None: the HF cache)
@@ -107,13 +115,28 @@ class BackboneConfig:
     layers: LayerIndices = field(default_factory=LayerIndices)
     dataset_overrides: Dict[str, ProtocolOverride] = field(default_factory=dict)
 
+    def validate(self, prefix: str = "backbone") -> None:
+        at_least(f"{prefix}.head_width", self.head_width, 1)
+        if self.checkpoint_sha256 is not None:
+            digest = str(self.checkpoint_sha256)
+            check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
+                  f"{prefix}.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
+        if self.name == "custom" and not self.checkpoint:
+            from ..errors import ConfigError
+
+            raise ConfigError("config error: backbone=custom needs backbone.checkpoint=/path/to/weights.pt")
+        for key, override in self.dataset_overrides.items():
+            override.validate(f"{prefix}.dataset_overrides.{key}")
+
 
 @dataclass
 class DatasetConfig:
-    layout: Layout = Layout.voc
-    root: str = "???"  # the layout's root folder (see sfp.data.layouts for what lies below it)
+    layout: str = "voc"  # a registered layout (sfp.data.layouts): voc, context, coco_object, ...
+    root: str = MISSING  # the layout's root folder (see sfp.data.layouts for what lies below it)
     split: str = "val"
-    class_names: str = "???"  # a file in sfp/data/class_names/ (by name) or a path
+    class_names: str = MISSING  # a file in sfp/data/class_names/ (by name) or a path
+    label: Optional[str] = None  # display name in tables (e.g. VOC21); None: the key
+    with_background: bool = False  # a background class is evaluated (tables group these datasets first)
     reduce_zero_label: bool = False
     short_side: int = 336  # resize: sf = min(max_long_side / long, short_side / short)
     logit_scale: float = 40.0
@@ -121,12 +144,30 @@ class DatasetConfig:
     area_thd: float = 0.0  # voc21 only
     max_images: Optional[int] = None  # evaluate only the first N images (quick checks)
 
+    def validate(self, prefix: str) -> None:
+        at_least(f"{prefix}.short_side", self.short_side, 1)
+        positive(f"{prefix}.logit_scale", self.logit_scale)
+        in_range(f"{prefix}.prob_thd", self.prob_thd, 0, 1)
+        in_range(f"{prefix}.area_thd", self.area_thd, 0, 1)
+        optional_at_least(f"{prefix}.max_images", self.max_images, 1)
+
 
 @dataclass
-class MethodConfig:
-    name: str = "clip"  # a registered method (sfp.methods)
-    res_cls: float = 0.3  # weight of the CLS residual added to every patch row (SFP branches)
-    naclip_sigma: float = 5.0  # NACLIP's Gaussian neighbourhood, in patches
+class MethodSettings:
+    """The `method` node: the registered method's name. Each method extends this with its own knobs."""
+
+    name: str = MISSING
+
+    def validate(self, prefix: str = "method") -> None:
+        """Range checks of the method's own knobs (none here)."""
+
+
+@dataclass
+class PresetInfo:
+    """How tables show a method preset (set in conf/method/<preset>.yaml; not used by any computation)."""
+
+    label: Optional[str] = None  # row label; None: the preset's name
+    published: Optional[str] = None  # the method name of the published rows this preset reproduces
 
 
 @dataclass
@@ -140,6 +181,13 @@ class MitigatorConfig:
     lof_neighbours: int = 30
     lof_contamination: float = 0.05
 
+    def validate(self, prefix: str = "mitigator") -> None:
+        at_least(f"{prefix}.top_k", self.top_k, 1)
+        positive(f"{prefix}.cls_scale", self.cls_scale)
+        at_least(f"{prefix}.lof_neighbours", self.lof_neighbours, 1)
+        check(0 < self.lof_contamination < 1, f"{prefix}.lof_contamination", self.lof_contamination,
+              "a fraction in (0, 1)")
+
 
 @dataclass
 class EnhancerConfig:
@@ -147,6 +195,9 @@ class EnhancerConfig:
     temperature: float = 3.0
     similarity: EnhancerSimilarity = EnhancerSimilarity.thresholded
     mix: EnhancerMix = EnhancerMix.sfp
+
+    def validate(self, prefix: str = "enhancer") -> None:
+        positive(f"{prefix}.temperature", self.temperature)
 
 
 @dataclass
@@ -156,11 +207,21 @@ class IntegratorConfig:
     layers: Optional[List[int]] = None  # None: backbone.layers.integrate
     extend: int = 0  # extra blocks after the end of that range (the December 2025 code used 1)
 
+    def validate(self, prefix: str = "integrator") -> None:
+        at_least(f"{prefix}.extend", self.extend, 0)
+
 
 @dataclass
 class AggregationConfig:
     enabled: bool = True
     beta: float = 0.4
+
+    def validate(self, prefix: str = "aggregation") -> None:
+        in_range(f"{prefix}.beta", self.beta, -1, 1, "a cosine threshold")
+
+
+# The switchable component groups (each has `enabled`): the ablation columns of every record.
+COMPONENT_GROUPS = ("mitigator", "enhancer", "integrator", "aggregation")
 
 
 @dataclass
@@ -174,14 +235,35 @@ class InferenceConfig:
     images_per_batch: int = 4  # images loaded and windowed together
     num_workers: int = 0  # data-loading worker processes
     device: str = "auto"  # auto: the GPU when present, else the CPU
-    pamr: bool = False  # PAMR post-processing (NACLIP's release runs it; the SFP protocol does not)
+    pamr: bool = False  # PAMR post-processing of the averaged logits (off in this protocol)
     pamr_steps: int = 10
     pamr_dilations: List[int] = field(default_factory=lambda: [8, 16])
+
+    def validate(self, prefix: str = "inference") -> None:
+        at_least(f"{prefix}.crop", self.crop, 1)
+        check(1 <= self.stride <= self.crop, f"{prefix}.stride", self.stride,
+              f"an integer in [1, {prefix}.crop={self.crop}]")
+        at_least(f"{prefix}.max_long_side", self.max_long_side, 1)
+        at_least(f"{prefix}.batch_size", self.batch_size, 1)
+        at_least(f"{prefix}.images_per_batch", self.images_per_batch, 1)
+        at_least(f"{prefix}.num_workers", self.num_workers, 0)
+        at_least(f"{prefix}.pamr_steps", self.pamr_steps, 1)
+        check(len(self.pamr_dilations) > 0 and all(d >= 1 for d in self.pamr_dilations),
+              f"{prefix}.pamr_dilations", list(self.pamr_dilations), "a non-empty list of integers >= 1")
 
 
 @dataclass
 class StatsConfig:
-    enabled: bool = True  # per-layer outlier statistics (needs every block's attention probabilities)
+    """Per-layer outlier statistics (needs every block's attention probabilities). Their SOM scale and
+    outlier budget are their own, so every method reports statistics measured the same way."""
+
+    enabled: bool = True
+    cls_scale: float = 1.5  # weight of the CLS attention in the SOM candidate test
+    top_k: int = 10  # the `outliers` statistic counts at most this many candidates
+
+    def validate(self, prefix: str = "stats") -> None:
+        positive(f"{prefix}.cls_scale", self.cls_scale)
+        at_least(f"{prefix}.top_k", self.top_k, 1)
 
 
 @dataclass
@@ -194,18 +276,25 @@ class TrackerConfig:
     num_overlays: int = 4  # prediction / ground-truth overlays logged per dataset
     tags: List[str] = field(default_factory=list)
 
+    def validate(self, prefix: str = "tracker") -> None:
+        check(0 <= self.num_overlays <= 50, f"{prefix}.num_overlays", self.num_overlays, "an integer in [0, 50]")
+
 
 @dataclass
 class PathsConfig:
-    data_root: str = "data"
-    cache_dir: str = ".cache/sfp"
-    output_dir: str = "outputs"
+    """Where data, caches and outputs live; the defaults (conf/paths/default.yaml) lie below `root`."""
+
+    root: str = MISSING  # ${sfp.root:}: $SFP_ROOT, else the source checkout, else ~/sfp
+    data_root: str = MISSING
+    cache_dir: str = MISSING
+    output_dir: str = MISSING
 
 
 @dataclass
 class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Dict[str, Any] = field(default_factory=dict)  # typed by the method's own settings class
+    preset: PresetInfo = field(default_factory=PresetInfo)
     mitigator: MitigatorConfig = field(default_factory=MitigatorConfig)
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
@@ -218,3 +307,25 @@ class RunConfig:
     seed: int = 0
     save_predictions: bool = False
     resume: bool = False  # skip a job whose output dir already holds a complete record of the same config
+
+    def validate(self) -> None:
+        """Every range check, each group under its own key (raises ConfigError on the first bad value)."""
+        from ..errors import ConfigError
+
+        if not self.datasets:
+            raise ConfigError("config error: datasets is empty: select at least one, e.g. datasets=[voc21]")
+        self.backbone.validate("backbone")
+        if isinstance(self.method, MethodSettings):
+            self.method.validate("method")
+        for name in COMPONENT_GROUPS:
+            getattr(self, name).validate(name)
+        self.inference.validate("inference")
+        for key, dataset in self.datasets.items():
+            dataset.validate(f"datasets.{key}")
+        self.stats.validate("stats")
+        self.tracker.validate("tracker")
+
+
+def settings_dict(settings: Any) -> Dict[str, Any]:
+    """Plain JSON-ready values of a settings dataclass (enums as their names), as recorded with results."""
+    return asdict(settings, dict_factory=lambda items: {k: v.value if isinstance(v, Enum) else v for k, v in items})

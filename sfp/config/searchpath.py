@@ -5,31 +5,33 @@
     sfp.compose(["+experiment=ablation_components"])
 
 A relative `hydra.searchpath: [file://experiments]` in conf/config.yaml would resolve against the working
-directory (Hydra's file sources are plain paths), and the folder is not a Python package (`pkg://`), so the
-absolute path is computed here: the `experiments/` folder beside the sfp config folder that Hydra was started
-with (the repository's `conf/`, or `$SFP_CONF_DIR`). Hydra finds this plugin through the one-line module
+directory (Hydra's file sources are plain paths), so the absolute path is computed here: the `experiments/`
+folder beside the sfp config folder that Hydra was started with (the checkout's `conf/`, the installed
+package's `sfp/conf`, or `$SFP_CONF_DIR`). Hydra finds this plugin through the one-line module
 `hydra_plugins/sfp_searchpath/__init__.py` (Hydra imports every module of the `hydra_plugins` namespace).
 Other Hydra applications in the same environment are left alone: the path is added only when the primary
 config folder is sfp's.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Iterable, Optional
 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from .locations import PACKAGE_DIR, checkout_root, conf_dir
+
 PROVIDER = "sfp-experiments"
 GROUP = "experiment"
 
 
 def _sfp_conf_dirs() -> Iterable[Path]:
-    yield REPO_ROOT / "conf"
-    if os.environ.get("SFP_CONF_DIR"):
-        yield Path(os.environ["SFP_CONF_DIR"])
+    yield conf_dir()
+    yield PACKAGE_DIR / "conf"
+    checkout = checkout_root()
+    if checkout is not None:
+        yield checkout / "conf"
 
 
 def experiments_dir_for(main_config_dir: str) -> Optional[Path]:

@@ -8,13 +8,12 @@ import numpy as np
 import torch.utils.data
 from PIL import Image, UnidentifiedImageError
 
-from sfp.config.schema import Layout
+from sfp.config.schema import DatasetConfig
 from sfp.data.class_names import ClassNames, load_class_names
 from sfp.data.layouts import LAYOUTS, DatasetLayout, Item
-from sfp.data.sample import Sample
+from sfp.data.sample import IGNORE_INDEX, Sample
 from sfp.errors import ConfigError, DataError
 
-IGNORE_INDEX = 255
 _LABEL_MODES = ("P", "L", "I", "I;16")  # index images; RGB labels are colour renderings, not indices
 _READ_ERRORS = (OSError, UnidentifiedImageError, SyntaxError, ValueError, Image.DecompressionBombError)
 
@@ -56,10 +55,6 @@ def _config_value(cfg: Any, name: str) -> Any:
         return getattr(cfg, name)
     except Exception as e:  # omegaconf raises MissingMandatoryValue for "???"
         raise ConfigError(f"dataset config field {name!r} is not set: {e}") from e
-
-
-def _layout_name(layout: Any) -> str:
-    return layout.value if isinstance(layout, Layout) else str(layout)
 
 
 class SegmentationDataset(torch.utils.data.Dataset):
@@ -151,9 +146,9 @@ class SegmentationDataset(torch.utils.data.Dataset):
         )
 
 
-def build_dataset(cfg: Any, key: str = "") -> SegmentationDataset:
-    """Builds the dataset described by a `DatasetConfig` (dataclass or OmegaConf node)."""
-    layout_name = _layout_name(_config_value(cfg, "layout"))
+def build_dataset(cfg: DatasetConfig, key: str = "") -> SegmentationDataset:
+    """Builds the dataset a `DatasetConfig` describes (a typed OmegaConf node of one works too)."""
+    layout_name = _config_value(cfg, "layout")
     if layout_name not in LAYOUTS:
         raise ConfigError(
             f"dataset {key!r}: unknown layout {layout_name!r}; registered: {', '.join(LAYOUTS.names())}"
@@ -166,9 +161,9 @@ def build_dataset(cfg: Any, key: str = "") -> SegmentationDataset:
         key=key,
         layout=LAYOUTS.get(layout_name)(),
         root=Path(str(root)).expanduser(),
-        split=str(_config_value(cfg, "split")),
+        split=_config_value(cfg, "split"),
         class_names=class_names,
-        reduce_zero_label=bool(_config_value(cfg, "reduce_zero_label")),
+        reduce_zero_label=_config_value(cfg, "reduce_zero_label"),
         max_images=getattr(cfg, "max_images", None),
     )
 

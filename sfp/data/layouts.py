@@ -24,7 +24,7 @@ class Item:
 class DatasetLayout(ABC):
     """Base class; subclasses implement `list_items` and `describe`."""
 
-    name: str = ""
+    name: str = ""  # set by register_layout
 
     @abstractmethod
     def describe(self, split: str) -> str:
@@ -36,6 +36,15 @@ class DatasetLayout(ABC):
 
 
 LAYOUTS: Registry[type] = Registry("dataset layout")
+
+
+def register_layout(name: str):
+    """Registers a layout class under `name`, its one spelling (also its `name` attribute, for messages)."""
+    def decorator(cls):
+        cls.name = name
+        return LAYOUTS.register(name)(cls)
+
+    return decorator
 
 
 def _require_dir(path: Path, what: str) -> None:
@@ -82,16 +91,14 @@ class SplitFileLayout(DatasetLayout):
         ]
 
 
-@LAYOUTS.register("voc")
+@register_layout("voc")
 class VocLayout(SplitFileLayout):
-    name = "voc"
     label_dir = "SegmentationClass"
     split_dir = "ImageSets/Segmentation"
 
 
-@LAYOUTS.register("context")
+@register_layout("context")
 class ContextLayout(SplitFileLayout):
-    name = "context"
     label_dir = "SegmentationClassContext"
     split_dir = "ImageSets/SegmentationContext"
 
@@ -137,21 +144,18 @@ class CocoLayout(FolderLayout):
         return root / "annotations" / f"{split}2017"
 
 
-@LAYOUTS.register("coco_object")
+@register_layout("coco_object")
 class CocoObjectLayout(CocoLayout):
-    name = "coco_object"
     label_suffix = "_instanceTrainIds.png"
 
 
-@LAYOUTS.register("coco_stuff")
+@register_layout("coco_stuff")
 class CocoStuffLayout(CocoLayout):
-    name = "coco_stuff"
     label_suffix = "_labelTrainIds.png"
 
 
-@LAYOUTS.register("ade20k")
+@register_layout("ade20k")
 class Ade20kLayout(FolderLayout):
-    name = "ade20k"
     split_folders = {"val": "validation", "train": "training"}
 
     def split_folder(self, split: str) -> str:
@@ -164,9 +168,8 @@ class Ade20kLayout(FolderLayout):
         return root / "annotations" / self.split_folder(split)
 
 
-@LAYOUTS.register("cityscapes")
+@register_layout("cityscapes")
 class CityscapesLayout(DatasetLayout):
-    name = "cityscapes"
     image_suffix = "_leftImg8bit.png"
     label_suffix = "_gtFine_labelTrainIds.png"
 

@@ -1,6 +1,9 @@
 """One evaluation sample: an image and its ground truth after label mapping."""
 from __future__ import annotations
 
+# The label value every loader writes for unlabelled pixels and the metric ignores.
+IGNORE_INDEX = 255
+
 from dataclasses import dataclass
 
 import numpy as np

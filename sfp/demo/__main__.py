@@ -1,28 +1,28 @@
 """Command line of the embedded demo.
 
-    python -m sfp.demo prepare   [--cache-dir .cache/sfp] [--force]   # write the benchmark, check the weights
-    python -m sfp.demo reference [--cache-dir .cache/sfp]             # all-background and patch-grid oracle mIoU
-    python -m sfp.demo figure --out docs/demo_masks.png [--images 0 1 2] [--methods clip maskclip sfp]
+    python -m sfp.demo prepare   [--cache-dir DIR] [--force]   # write the benchmark, check the weights
+    python -m sfp.demo reference [--cache-dir DIR]             # all-background and patch-grid oracle mIoU
+    python -m sfp.demo figure --out docs/demo_masks.png [--images 0 1 2] [--methods clip sfp]
 """
 from __future__ import annotations
 
 import argparse
 import functools
 import json
-import os
 import sys
 from typing import List, Optional
 
 
 def _cache_dir_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache-dir", default=os.environ.get("SFP_CACHE_DIR", ".cache/sfp"),
-                   help="cache folder (default: $SFP_CACHE_DIR or .cache/sfp, as paths.cache_dir)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache folder (default: paths.cache_dir of the run config: $SFP_CACHE_DIR, else "
+                   "<root>/.cache/sfp with the root of README, 'Paths')")
 
 
-def _compose(cache_dir: str, overrides: List[str]):
-    from sfp.config.compose import compose
+def _compose(cache_dir: Optional[str], overrides: List[str]):
+    from sfp.assembly import compose
 
-    return compose([f"paths.cache_dir={cache_dir}", "tracker=none", *overrides])
+    return compose(([f"paths.cache_dir={cache_dir}"] if cache_dir else []) + ["tracker=none", *overrides])
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -41,8 +41,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     _cache_dir_arg(f)
     f.add_argument("--out", required=True, help="PNG file to write")
     f.add_argument("--images", type=int, nargs="+", default=[0, 1, 2, 3], help="benchmark image indices")
-    f.add_argument("--methods", nargs="+", default=["clip", "maskclip", "sfp"], help="method presets shown")
+    f.add_argument("--methods", nargs="+", default=["clip", "sfp"], help="method presets shown")
     args = parser.parse_args(argv)
+    if args.cache_dir is None:
+        args.cache_dir = _compose(None, []).paths.cache_dir
     log = functools.partial(print, flush=True)
 
     from sfp.demo.assets import prepare

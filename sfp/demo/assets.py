@@ -114,7 +114,7 @@ def verify_shipped_model(directory: Path = SHIPPED_DIR) -> None:
 
 
 def prepare(
-    cache_dir: str | Path = ".cache/sfp",
+    cache_dir: str | Path,
     force: bool = False,
     benchmark: Optional[BenchmarkSettings] = None,
     log: Callable[[str], None] = _print,

@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from sfp.data.palette import voc_palette
+from sfp.data.sample import IGNORE_INDEX
 
 PALETTE = np.array(voc_palette(), dtype=np.uint8).reshape(256, 3)
 IGNORE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
@@ -16,14 +17,14 @@ IGNORE_COLOUR = np.array([255, 255, 255], dtype=np.uint8)
 
 def colourise(labels: np.ndarray) -> np.ndarray:
     out = PALETTE[np.clip(labels, 0, 255).astype(np.int64)]
-    out[labels == 255] = IGNORE_COLOUR
+    out[labels == IGNORE_INDEX] = IGNORE_COLOUR
     return out
 
 
 def predictions(cfg: Any, methods: Sequence[Dict[str, Any]], indices: Sequence[int], dataset: str = "demo"):
     """({title: [(H, W) prediction per image]}, images, labels, class names) for each method's overrides."""
     from sfp.data.dataset import build_dataset
-    from sfp.engine.segmenter import Segmenter
+    from sfp.segmenter import Segmenter
 
     data = build_dataset(cfg.datasets[dataset], dataset)
     samples = [data[i] for i in indices]

@@ -12,12 +12,13 @@ Both read the benchmark through the same dataset loader and metric as the runner
 """
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Dict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sfp.config.schema import RunConfig
 from sfp.data.dataset import IGNORE_INDEX, build_dataset
 from sfp.engine.preprocess import rescaled_size
 from sfp.metrics import IoUAccumulator
@@ -42,7 +43,7 @@ def patch_grid_oracle(label: np.ndarray, num_classes: int, short_side: int, max_
     return back.numpy()
 
 
-def reference_scores(cfg: Any, dataset: str = "demo", patch: int = 16) -> Dict[str, float]:
+def reference_scores(cfg: RunConfig, dataset: str = "demo", patch: int = 16) -> Dict[str, float]:
     """{'all_background': mIoU, 'patch_grid_oracle': mIoU} in percent on ``cfg.datasets[dataset]``."""
     from sfp.config.protocol import effective_protocol
 

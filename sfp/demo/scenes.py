@@ -27,6 +27,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from sfp.data.sample import IGNORE_INDEX
+
 CLASS_FILE = Path(__file__).resolve().parent.parent / "data" / "class_names" / "demo.txt"
 
 #: primary name of each class, in label-index order (must match the first synonym of each
@@ -43,7 +45,6 @@ CLASSES: Tuple[str, ...] = (
     "ring",
 )
 NUM_CLASSES = len(CLASSES)
-IGNORE_INDEX = 255
 
 
 def load_class_synonyms(path: str | Path = CLASS_FILE) -> List[List[str]]:

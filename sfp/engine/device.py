@@ -5,11 +5,12 @@ import logging
 
 import torch
 
+from ..config.schema import Precision
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_DTYPES = {Precision.float32: torch.float32, Precision.float16: torch.float16, Precision.bfloat16: torch.bfloat16}
 
 
 def resolve_device(spec: str, job_number: int = 0) -> torch.device:
@@ -28,13 +29,13 @@ def resolve_device(spec: str, job_number: int = 0) -> torch.device:
     return device
 
 
-def resolve_dtype(precision, device: torch.device) -> torch.dtype:
-    name = getattr(precision, "value", precision)
-    if name not in _DTYPES:
-        raise ConfigError(f"inference.precision={name!r}: expected one of {', '.join(_DTYPES)}")
-    if name == "float16" and device.type != "cuda":
+def resolve_dtype(precision: Precision | str, device: torch.device) -> torch.dtype:
+    if precision not in {p.value for p in Precision}:
+        raise ConfigError(f"inference.precision={precision!r}: expected one of {', '.join(p.value for p in Precision)}")
+    precision = Precision(precision)
+    if precision == Precision.float16 and device.type != "cuda":
         # Allowed so that float16 numerics can be checked without a GPU, but the CPU has no fast float16 kernels.
         log.warning(
             "inference.precision=float16 on %s runs emulated float16 kernels (several times slower than float32): "
             "use it to check float16 numerics; bfloat16 is the fast reduced precision on a CPU", device)
-    return _DTYPES[name]
+    return _DTYPES[precision]

@@ -1,5 +1,11 @@
-"""Dense methods by name. A new method is one module registered with `@register_method`."""
-from .base import COMPONENTS, METHODS, DenseMethod, register_method
-from . import clip, peers, sfp  # noqa: F401  (registration)
+"""Dense methods by name. A new method is one module in this package registered with `@register_method`:
+every module here is imported, so registration needs no list to edit."""
+import importlib
+import pkgutil
 
-__all__ = ["COMPONENTS", "METHODS", "DenseMethod", "register_method"]
+from .base import METHODS, DenseMethod, register_method
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["METHODS", "DenseMethod", "register_method"]

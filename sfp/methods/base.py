@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Dict, FrozenSet, Tuple, Union
+from typing import Any, ClassVar, Dict, Tuple, Type, Union
 
 import torch
 from torch import nn
 
+from ..config.schema import MethodSettings, StatsConfig
 from ..models.vit import BlockTrace, VisionTower
 from ..registry import Registry
 from .stats import layer_statistics
@@ -14,23 +15,24 @@ from .stats import layer_statistics
 METHODS: Registry[type] = Registry("method")
 register_method = METHODS.register
 
-# The SFP components a method may read; a method that ignores a switched-on component says so in the log.
-COMPONENTS = ("mitigator", "enhancer", "integrator", "aggregation")
-
 
 class DenseMethod(nn.Module, ABC):
     """Turns normalised crops (B, 3, H, W) into per-patch features (B, N, D) before L2 normalisation.
 
-    Subclasses implement `forward_features`; `cfg` is the full run config (attribute access), so a method
-    reads whatever component settings it needs and nothing is hidden in code.
+    A method is built from its own typed settings: `Settings` types the `method` config node (its knobs),
+    `components` names the run-config parts it also receives as keyword arguments of the same name (the
+    component groups `mitigator`, `enhancer`, `integrator`, `aggregation`, and `layers`, the backbone's block
+    indices). Every method receives the per-layer statistics settings.
     """
 
-    uses_components: ClassVar[FrozenSet[str]] = frozenset()
+    Settings: ClassVar[Type[MethodSettings]] = MethodSettings
+    components: ClassVar[Tuple[str, ...]] = ()
 
-    def __init__(self, tower: VisionTower, cfg: Any):
+    def __init__(self, tower: VisionTower, settings: MethodSettings, stats: StatsConfig):
         super().__init__()
         self.tower = tower
-        self.cfg = cfg
+        self.settings = settings
+        self.stats = stats
 
     @abstractmethod
     def forward_features(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
@@ -47,17 +49,12 @@ class DenseMethod(nn.Module, ABC):
         return height // ph, width // pw
 
     # ---- per-layer outlier statistics, shared by every method -----------------------------------------
-    @property
-    def collect_stats(self) -> bool:
-        return bool(self.cfg.stats.enabled)
-
     def stats_layers(self) -> range:
         """Blocks whose attention the statistics need (all but the last), or none."""
-        return range(self.tower.depth - 1) if self.collect_stats else range(0)
+        return range(self.tower.depth - 1) if self.stats.enabled else range(0)
 
     def add_stats(self, aux: Dict[str, Any], trace: BlockTrace) -> Dict[str, Any]:
-        if self.collect_stats:
+        if self.stats.enabled:
             aux["layer_stats"] = layer_statistics(
-                trace.tokens[: self.tower.depth - 1], trace.attention,
-                float(self.cfg.mitigator.cls_scale), int(self.cfg.mitigator.top_k))
+                trace.tokens[: self.tower.depth - 1], trace.attention, self.stats.cls_scale, self.stats.top_k)
         return aux

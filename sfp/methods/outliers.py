@@ -1,4 +1,4 @@
-"""Outlier detection and the neighbour fill of SFP's mitigator (sfp-method.md, component 1).
+"""Outlier detection and the neighbour fill of SFP's mitigator (docs/methods.md, 'SFP: outlier mitigator').
 
 Everything is per image. An outlier set is a padded (B, K) LongTensor of flat patch indices in selection
 order plus a (B, K) validity mask, so images with different set sizes share one batch.
@@ -61,7 +61,8 @@ def detect_l2(patches: torch.Tensor, top_k: int) -> OutlierSets:
 
 
 def lof_scores(patches: torch.Tensor, neighbours: int) -> torch.Tensor:
-    """The released code's local-outlier-factor score under squared Euclidean distance (see sfp-method.md)."""
+    """The released code's local-outlier-factor score under squared Euclidean distance
+    (docs/methods.md, 'LOF detector')."""
     x = patches.float()
     distances = torch.cdist(x, x).pow(2)
     n = distances.shape[1]

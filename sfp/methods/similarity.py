@@ -1,4 +1,5 @@
-"""Patch-similarity operations shared by SFP and SC-CLIP (sfp-method.md, notation and component 2)."""
+"""Patch-similarity operations shared by SFP and SC-CLIP (docs/methods.md, 'Shared operations' and
+'SFP: attention enhancer')."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""Per-layer outlier statistics (sfp-method.md, last section): per crop in `layer_statistics`, per dataset
+"""Per-layer outlier statistics (docs/methods.md, 'Outlier statistics'): per crop in `layer_statistics`, per dataset
 in `LayerStatsAccumulator`. These measure the "outlier propagation" the SFP paper is about."""
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from .results_store import ResultsError, read_results, to_jsonable
+from .results_store import RESULTS_FILENAME, ResultsError, read_results, to_jsonable
 
 # Settings that change neither the numbers nor what was evaluated (batching is tested to be invariant).
 VOLATILE_KEYS = (
@@ -29,7 +29,7 @@ def config_fingerprint(config: Dict[str, Any]) -> str:
 
 def completed_record(output_dir: Path, fingerprint: str) -> Optional[Path]:
     """The job's results.json if it is complete and of the same configuration, else None."""
-    path = Path(output_dir) / "results.json"
+    path = Path(output_dir) / RESULTS_FILENAME
     if not path.is_file():
         return None
     try:

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from sfp.data.sample import IGNORE_INDEX
 from sfp.errors import ConfigError
 from sfp.tracking.results_store import to_jsonable
 
@@ -36,7 +37,6 @@ __all__ = [
 MODES = ("auto", "online", "offline", "disabled")
 BACKENDS = ("wandb", "none")
 MAX_TAG_LENGTH = 64  # W&B rejects longer tags
-IGNORE_LABEL = 255
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 
 Overlay = Tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -380,12 +380,12 @@ class WandbTracker(_RunContext):
 
     def _overlay_images(self, dataset, class_names, overlays) -> List[Any]:
         wandb = self._wandb
-        if len(class_names) > IGNORE_LABEL:
+        if len(class_names) > IGNORE_INDEX:
             _warn(f"{dataset}: {len(class_names)} classes do not fit W&B's 8-bit masks; "
                   "overlays are not logged")
             return []
         labels = {i: str(n) for i, n in enumerate(class_names)}
-        labels[IGNORE_LABEL] = "ignore"
+        labels[IGNORE_INDEX] = "ignore"
         images = []
         for i, item in enumerate(list(overlays)[: self.max_overlays]):
             image, pred, gt = (np.asarray(x) for x in item[:3])

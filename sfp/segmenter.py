@@ -1,17 +1,19 @@
 """`Segmenter`: image in, label map out, under one dataset's protocol. The runner and other projects use it."""
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..config.protocol import Protocol, effective_protocol
-from ..data import ClassNames, load_class_names
-from ..errors import DataError
-from ..models.build import DenseModel, build_model
-from .device import resolve_dtype
-from .inference import AuxSink, class_probabilities, postprocess, sliding_window_logits
+from .assembly import ConfigLike, build_model, to_run_config
+from .config.protocol import Protocol, effective_protocol
+from .config.schema import RunConfig
+from .data import ClassNames, load_class_names
+from .engine.device import resolve_dtype
+from .engine.inference import AuxSink, class_probabilities, postprocess, sliding_window_logits
+from .errors import DataError
+from .models.dense import DenseModel
 
 
 class Segmenter:
@@ -21,19 +23,21 @@ class Segmenter:
     `cfg.datasets[dataset]` (default: the first configured dataset); `class_names` may replace the class file.
     """
 
-    def __init__(self, cfg: Any, dataset: Optional[str] = None, model: Optional[DenseModel] = None,
+    def __init__(self, cfg: ConfigLike, dataset: Optional[str] = None, model: Optional[DenseModel] = None,
                  class_names: Optional[str | ClassNames] = None):
-        self.cfg = cfg
-        self.model = model if model is not None else build_model(cfg)
-        self.dataset = dataset or next(iter(cfg.datasets))
-        if self.dataset not in cfg.datasets:
-            raise DataError(f"dataset {self.dataset!r} is not configured (configured: {', '.join(cfg.datasets)})")
-        self.protocol: Protocol = effective_protocol(cfg, self.dataset)
-        spec = class_names if class_names is not None else cfg.datasets[self.dataset].class_names
+        run: RunConfig = to_run_config(cfg)
+        self.run = run
+        self.model = model if model is not None else build_model(run)
+        self.dataset = dataset or next(iter(run.datasets))
+        if self.dataset not in run.datasets:
+            raise DataError(f"dataset {self.dataset!r} is not configured (configured: {', '.join(run.datasets)})")
+        self.protocol: Protocol = effective_protocol(run, self.dataset)
+        spec = class_names if class_names is not None else run.datasets[self.dataset].class_names
         self.class_names = spec if isinstance(spec, ClassNames) else load_class_names(spec)
-        self.dtype = resolve_dtype(cfg.inference.precision, self.model.device)
+        self.batch_size = run.inference.batch_size
+        self.dtype = resolve_dtype(run.inference.precision, self.model.device)
         self.queries = self.model.encode_queries(
-            self.class_names.synonyms, cfg.inference.templates, cache_dir=_text_cache_dir(cfg)
+            self.class_names.synonyms, run.inference.templates, cache_dir=run.paths.cache_dir or None
         )
 
     @property
@@ -47,7 +51,7 @@ class Segmenter:
                 raise DataError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
         return sliding_window_logits(
             self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
-            batch_size=int(self.cfg.inference.batch_size), device=self.model.device, dtype=self.dtype,
+            batch_size=self.batch_size, device=self.model.device, dtype=self.dtype,
             aux_sink=aux_sink,
         )
 
@@ -62,7 +66,3 @@ class Segmenter:
         """(H, W, 3) uint8 RGB -> (H, W) int64 class indices of the class-name file."""
         return self.predict_batch([image])[0]
 
-
-def _text_cache_dir(cfg: Any) -> Optional[str]:
-    cache_dir = cfg.paths.cache_dir
-    return str(cache_dir) if cache_dir else None

@@ -1,0 +1,138 @@
+"""From config to model: the one place that knows every layer.
+
+`to_run_config` turns a composed config into typed settings once (the method node typed by the method's own
+settings class) and checks every range and every name that a registry holds; `build_model` loads the
+backbone and builds the method from its own settings. Everything below this module takes typed settings.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import fields
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from .backbones.loading import load_backbone
+from .config.compose import compose_config as compose_raw, describe_config_exception
+from .config.schema import COMPONENT_GROUPS, MethodSettings, RunConfig
+from .config.store import register_schema
+from .data.layouts import LAYOUTS
+from .engine.device import resolve_device
+from .errors import ConfigError
+from .methods import METHODS, DenseMethod
+from .models.dense import DenseModel
+from .models.templates import TEMPLATE_SETS
+from .models.vit import VisionTower
+
+ConfigLike = Union[RunConfig, DictConfig]
+
+
+METHOD_SETTINGS_GROUP = "method_settings"
+
+
+def register_schemas() -> None:
+    """The run schema, and each registered method's settings as `method_settings/<name>` (a preset's defaults
+    list places them at `method`, so the method's knobs exist, typed, before any override)."""
+    register_schema()
+    store = ConfigStore.instance()
+    for name in METHODS.names():
+        store.store(group=METHOD_SETTINGS_GROUP, name=name, node=METHODS.get(name).Settings(name=name))
+
+
+def run_choices(hydra_choices: Dict[str, Any]) -> Dict[str, str]:
+    """The group choices a record keeps: the user's groups, not Hydra's own nor the method-settings schema
+    (which always equals the method's name)."""
+    return {k: v for k, v in hydra_choices.items()
+            if not k.startswith("hydra/") and not k.startswith(METHOD_SETTINGS_GROUP)}
+
+
+def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The composed (untyped) config, e.g. to read Hydra's own nodes with return_hydra_config=True."""
+    register_schemas()
+    return compose_raw(overrides, return_hydra_config=return_hydra_config)
+
+
+def compose(overrides: Sequence[str] = ()) -> RunConfig:
+    """Typed, validated settings of a run, e.g. compose(["backbone=vit_l14", "datasets=[voc21]"])."""
+    return to_run_config(compose_config(overrides))
+
+
+def to_run_config(cfg: ConfigLike) -> RunConfig:
+    """Typed settings from a composed config (a `RunConfig` is checked again and returned as it is)."""
+    run = cfg if isinstance(cfg, RunConfig) else _convert(cfg)
+    run.validate()
+    _check_registered_names(run)
+    return run
+
+
+def _convert(cfg: DictConfig) -> RunConfig:
+    known = {f.name for f in fields(RunConfig)}
+    unknown = sorted(set(cfg.keys()) - known - {"hydra"})
+    if unknown:  # e.g. +experiment=<name> when the experiments folder was not found
+        raise ConfigError(f"config error: unknown top-level key(s) {unknown}: expected only {sorted(known)}"
+                          " (is the group you selected with '+' on Hydra's search path?)")
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    method = _method_settings(cfg.method)
+    try:
+        run = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"config error: {describe_config_exception(exc)}") from exc
+    run.method = method
+    return run
+
+
+def _method_settings(node: Any) -> MethodSettings:
+    name = node.get("name") if node is not None else None
+    if name not in METHODS:
+        raise ConfigError(f"config error: method.name={name!r} is out of range: expected one of "
+                          f"{', '.join(METHODS.names())}")
+    settings_type = METHODS.get(name).Settings
+    allowed = [f.name for f in fields(settings_type)]
+    extra = sorted(set(node.keys()) - set(allowed))
+    if extra:
+        raise ConfigError(f"config error: method.{extra[0]} is not a setting of method {name!r} "
+                          f"(its settings: {', '.join(allowed)})")
+    try:
+        return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(settings_type), node))
+    except OmegaConfBaseException as exc:
+        key = f"method.{exc.full_key}" if getattr(exc, "full_key", None) else "method"
+        raise ConfigError(f"config error: {key}: {getattr(exc, 'msg', exc)}") from exc
+
+
+def _check_registered_names(run: RunConfig) -> None:
+    from .config.checks import check
+
+    check(run.method.name in METHODS, "method.name", run.method.name, f"one of {', '.join(METHODS.names())}")
+    check(isinstance(run.method, METHODS.get(run.method.name).Settings), "method", type(run.method).__name__,
+          f"the settings class of method {run.method.name!r}")
+    check(run.inference.templates in TEMPLATE_SETS, "inference.templates", run.inference.templates,
+          f"one of {', '.join(TEMPLATE_SETS.names())}")
+    for key, dataset in run.datasets.items():
+        check(dataset.layout in LAYOUTS, f"datasets.{key}.layout", dataset.layout,
+              f"one of {', '.join(LAYOUTS.names())}")
+
+
+def build_method(tower: VisionTower, run: RunConfig) -> DenseMethod:
+    """The configured method over `tower`, given its own settings and the run-config parts it declares."""
+    method_type = METHODS.get(run.method.name)
+    parts: Dict[str, Any] = {name: getattr(run, name) for name in COMPONENT_GROUPS}
+    parts["layers"] = run.backbone.layers
+    return method_type(tower, run.method, run.stats, **{name: parts[name] for name in method_type.components})
+
+
+def build_model(cfg: ConfigLike, device: Optional[Union[torch.device, str]] = None) -> DenseModel:
+    """Load the configured backbone once and wrap it with the configured method, on `device` (default:
+    `inference.device` resolved here; the runner resolves it once and passes it)."""
+    run = to_run_config(cfg)
+    torch.manual_seed(run.seed)  # random-weight (test) backbones are reproducible
+    loaded = load_backbone(run.backbone)
+    tower = VisionTower(loaded.model.visual)
+    method = build_method(tower, run)
+    model = DenseModel(loaded.model, loaded.tokenizer, method, loaded.source, run.backbone.is_real_clip)
+    device = torch.device(device) if device is not None else resolve_device(run.inference.device)
+    return model.to(device).eval()

@@ -1,0 +1,46 @@
+"""`DenseModel`: a CLIP backbone and a dense method, with the inference API other projects use."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from .templates import get_templates
+from .text import QueryEmbeddings, encode_queries
+from .vit import VisionTower
+
+
+class DenseModel(nn.Module):
+    """`dense_features` takes CLIP-normalised crops (B, 3, H, W); `encode_queries` embeds class names."""
+
+    def __init__(self, clip_model: nn.Module, tokenizer, method: nn.Module, source: str, is_real_clip: bool):
+        super().__init__()
+        self.clip = clip_model
+        self.tokenizer = tokenizer
+        self.method = method
+        self.source = source
+        self.is_real_clip = is_real_clip
+
+    @property
+    def tower(self) -> VisionTower:
+        return self.method.tower
+
+    @property
+    def patch_size(self):
+        return self.tower.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    @torch.no_grad()
+    def dense_features(self, images: torch.Tensor, return_aux: bool = False):
+        return self.method.dense_features(images, return_aux=return_aux)
+
+    def encode_queries(
+        self, class_synonyms: Sequence[Sequence[str]], templates: str | Sequence[str] = "imagenet80",
+        cache_dir: Optional[str] = None,
+    ) -> QueryEmbeddings:
+        template_list = get_templates(templates) if isinstance(templates, str) else list(templates)
+        return encode_queries(self.clip, self.tokenizer, class_synonyms, template_list, self.device, cache_dir)

@@ -1,0 +1,33 @@
+"""Helpers shared by the tests: the repository root, the tiny-model overrides, synthetic attention."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_overrides(tmp_path: Path, datasets: str = "[voc21]") -> List[str]:
+    """A fast CPU configuration: the tiny 12-block model, 64-pixel windows, no W&B."""
+    return [
+        "backbone=tiny",
+        "tracker=none",
+        f"datasets={datasets}",
+        f"paths.data_root={tmp_path / 'data'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.output_dir={tmp_path / 'outputs'}",
+        "inference.crop=64",
+        "inference.stride=32",
+        "inference.templates=single",
+    ]
+
+
+def synthetic_attention(cls_row, diagonal):
+    """(1, 2, 1+N, 1+N) head-identical attention probabilities with a given CLS row and patch diagonal."""
+    n = len(diagonal)
+    attention = torch.full((1 + n, 1 + n), 0.01)
+    attention[0, :] = torch.tensor(cls_row)
+    attention[torch.arange(1, n + 1), torch.arange(1, n + 1)] = torch.tensor(diagonal)
+    return attention.expand(1, 2, -1, -1).clone()
