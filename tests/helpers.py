@@ -1,6 +1,8 @@
 """Helpers shared by the tests: the repository root, the tiny-model overrides, synthetic attention."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 from typing import List
 
@@ -31,3 +33,25 @@ def synthetic_attention(cls_row, diagonal):
     attention[0, :] = torch.tensor(cls_row)
     attention[torch.arange(1, n + 1), torch.arange(1, n + 1)] = torch.tensor(diagonal)
     return attention.expand(1, 2, -1, -1).clone()
+
+
+
+def project_copy(destination: Path) -> Path:
+    """The project's sources (no virtual environment, caches or outputs) copied to `destination`."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".venv", ".git", "outputs", ".cache", "build")
+    for name in ("sfp", "conf", "experiments", "analysis", "hydra_plugins"):
+        shutil.copytree(REPO / name, destination / name, ignore=ignore)
+    for name in ("main.py", "pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, destination / name)
+    return destination
+
+
+def project_files() -> List[Path]:
+    """The files of the project: tracked or not ignored by git (every file but ignored folders without git)."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout.splitlines()
+        return [REPO / name for name in listed if (REPO / name).is_file()]
+    except (OSError, subprocess.CalledProcessError):
+        skip = {".git", ".venv", "outputs", ".cache", "build", "dist"}
+        return [p for p in REPO.rglob("*") if p.is_file() and not skip & set(p.relative_to(REPO).parts)]

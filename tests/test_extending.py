@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 from tests.data_layouts_fixture import build_layout
-from tests.helpers import REPO, tiny_overrides
+from tests.helpers import REPO, project_copy, tiny_overrides
 
 NEW_METHOD = '''
 """KK-CLIP: key-key attention with a scale of its own in the last block (reduced): an example peer."""
@@ -65,15 +64,6 @@ toyvoc:
   logit_scale: 50.0
   short_side: 40
 '''
-
-
-def project_copy(destination: Path) -> Path:
-    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", ".venv", ".git", "outputs", ".cache")
-    for name in ("sfp", "conf", "experiments", "analysis", "hydra_plugins"):
-        shutil.copytree(REPO / name, destination / name, ignore=ignore)
-    for name in ("main.py", "pyproject.toml"):
-        shutil.copy2(REPO / name, destination / name)
-    return destination
 
 
 def test_a_new_method_and_a_new_dataset_are_one_module_one_preset_one_dataset_file_one_class_file(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, project_copy
 
 
 def test_the_package_list_names_every_package_of_the_checkout():
@@ -32,7 +32,8 @@ def _run(args, **kwargs):
 @pytest.mark.slow
 def test_a_wheel_installed_elsewhere_runs_the_demo_from_any_directory(tmp_path):
     dist = tmp_path / "dist"
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)])
+    source = project_copy(tmp_path / "source")  # the build writes build/ beside its sources: not in the checkout
+    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)])
     wheel = next(dist.glob("sfp-*.whl"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sfp.config import schema
-from tests.helpers import REPO
+from tests.helpers import REPO, project_files
 
 PACKAGES = {"sfp": REPO / "sfp", "analysis": REPO / "analysis", "hydra_plugins": REPO / "hydra_plugins"}
 
@@ -202,15 +202,13 @@ def test_every_schema_field_has_one_default():
 FOREIGN_DOCS = re.compile(r"sfp-method\.md|(?<!docs/)\bbenchmarks\.md|pitfalls\.md|style\.md|\bshared/docs")
 
 
-def project_files() -> List[Path]:
+def text_files() -> List[Path]:
     suffixes = {".py", ".yaml", ".md", ".toml", ".ipynb", ".txt", ".cfg"}
-    skip = {".git", ".venv", "tests", "outputs", ".cache"}
-    return [p for p in REPO.rglob("*") if p.is_file() and p.suffix in suffixes
-            and not skip & set(p.relative_to(REPO).parts)]
+    return [p for p in project_files() if p.suffix in suffixes and p.relative_to(REPO).parts[0] != "tests"]
 
 
 def test_no_project_file_cites_a_document_outside_the_repository():
-    offending = [str(p.relative_to(REPO)) for p in project_files() if FOREIGN_DOCS.search(p.read_text(errors="ignore"))]
+    offending = [str(p.relative_to(REPO)) for p in text_files() if FOREIGN_DOCS.search(p.read_text(errors="ignore"))]
     assert offending == []
 
 
@@ -231,13 +229,13 @@ def _peer_methods() -> List[str]:
 
 def code_and_config_files() -> List[Path]:
     suffixes = {".py", ".yaml", ".toml", ".ipynb", ".json", ".cfg"}
-    skip = {".git", ".venv", "tests", "docs", "outputs", ".cache"}
-    return [p for p in REPO.rglob("*") if p.is_file() and (p.suffix in suffixes or p.name == "Makefile")
-            and not skip & set(p.relative_to(REPO).parts) and ".egg-info" not in str(p)]
+    return [p for p in project_files() if (p.suffix in suffixes or p.name == "Makefile")
+            and p.relative_to(REPO).parts[0] not in ("tests", "docs")]
 
 
 @pytest.mark.parametrize("name", _peer_methods())
 def test_a_peer_method_is_named_only_in_its_module_and_its_preset(name):
     pattern = re.compile(rf"\b{name}\b", re.IGNORECASE)
-    named_in = {str(p.relative_to(REPO)) for p in code_and_config_files() if pattern.search(p.read_text(errors="ignore"))}
+    named_in = {str(p.relative_to(REPO)) for p in code_and_config_files()
+                if pattern.search(p.read_text(errors="ignore"))}
     assert named_in <= {f"sfp/methods/{name}.py", f"conf/method/{name}.yaml"}
