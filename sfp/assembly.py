@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .backbones.loading import load_backbone
+from .config.checks import check
 from .config.compose import compose_config as compose_raw, describe_config_exception
 from .config.schema import COMPONENT_GROUPS, MethodSettings, RunConfig
 from .config.store import register_schema
@@ -105,8 +106,6 @@ def _method_settings(node: Any) -> MethodSettings:
 
 
 def _check_registered_names(run: RunConfig) -> None:
-    from .config.checks import check
-
     check(run.method.name in METHODS, "method.name", run.method.name, f"one of {', '.join(METHODS.names())}")
     check(isinstance(run.method, METHODS.get(run.method.name).Settings), "method", type(run.method).__name__,
           f"the settings class of method {run.method.name!r}")
@@ -125,6 +124,20 @@ def build_method(tower: VisionTower, run: RunConfig) -> DenseMethod:
     return method_type(tower, run.method, run.stats, **{name: parts[name] for name in method_type.components})
 
 
+def check_geometry(run: RunConfig, patch_size: Sequence[int]) -> None:
+    """Windows and resized images must hold at least one patch of the backbone (known once it is loaded)."""
+    patch = max(patch_size)
+    expected = f"an integer >= the backbone's patch size {patch}"
+    check(run.inference.crop >= patch, "inference.crop", run.inference.crop, expected)
+    check(run.inference.max_long_side >= patch, "inference.max_long_side", run.inference.max_long_side, expected)
+    for key, dataset in run.datasets.items():
+        check(dataset.short_side >= patch, f"datasets.{key}.short_side", dataset.short_side, expected)
+    for key, override in run.backbone.dataset_overrides.items():
+        if override.short_side is not None:
+            check(override.short_side >= patch, f"backbone.dataset_overrides.{key}.short_side", override.short_side,
+                  expected)
+
+
 def build_model(cfg: ConfigLike, device: Optional[Union[torch.device, str]] = None) -> DenseModel:
     """Load the configured backbone once and wrap it with the configured method, on `device` (default:
     `inference.device` resolved here; the runner resolves it once and passes it)."""
@@ -132,6 +145,7 @@ def build_model(cfg: ConfigLike, device: Optional[Union[torch.device, str]] = No
     torch.manual_seed(run.seed)  # random-weight (test) backbones are reproducible
     loaded = load_backbone(run.backbone)
     tower = VisionTower(loaded.model.visual)
+    check_geometry(run, tower.patch_size)
     method = build_method(tower, run)
     model = DenseModel(loaded.model, loaded.tokenizer, method, loaded.source, run.backbone.is_real_clip)
     device = torch.device(device) if device is not None else resolve_device(run.inference.device)

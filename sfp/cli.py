@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -52,5 +53,6 @@ def main(cfg: DictConfig) -> None:
         if multirun:
             raise  # the launcher records the failure and runs the remaining jobs
         sys.exit(2)
-    print(format_table(record))
-    print(f"results: {output_dir / RESULTS_FILENAME}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes the record, so it alone prints
+        print(format_table(record))
+        print(f"results: {output_dir / RESULTS_FILENAME}")

@@ -130,7 +130,8 @@ def evaluate_dataset(run: RunConfig, dataset: SegmentationDataset, model: DenseM
                         num_workers=run.inference.num_workers, collate_fn=list)
     for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True, disable=not ranks.is_main):
         predictions = segmenter.predict_batch([sample.image for sample in batch],
-                                              aux_sink=stats.update if stats is not None else None)
+                                              aux_sink=stats.update if stats is not None else None,
+                                              names=[f"dataset {key!r}, image {sample.image_path}" for sample in batch])
         for sample, prediction in zip(batch, predictions):
             accumulator.update(prediction, sample.label)
             if prediction_dir is not None:

@@ -12,6 +12,7 @@ from .config.schema import RunConfig
 from .data import ClassNames, load_class_names
 from .engine.device import resolve_dtype
 from .engine.inference import AuxSink, class_probabilities, postprocess, sliding_window_logits
+from .engine.preprocess import rescaled_size
 from .errors import DataError
 from .models.dense import DenseModel
 
@@ -44,22 +45,38 @@ class Segmenter:
     def num_classes(self) -> int:
         return self.class_names.num_classes
 
-    def logits(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None) -> List[torch.Tensor]:
-        """Per image, (Q, H, W) query logits at the image's size; aux_sink receives each forward's aux."""
-        for image in images:
-            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-                raise DataError(f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+    def logits(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None,
+               names: Optional[Sequence[str]] = None) -> List[torch.Tensor]:
+        """Per image, (Q, H, W) query logits at the image's size; aux_sink receives each forward's aux.
+        `names` (e.g. file names) only serve the error messages."""
+        for index, image in enumerate(images):
+            self._check_image(image, names[index] if names is not None else f"image {index}")
         return sliding_window_logits(
             self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
             batch_size=self.batch_size, device=self.model.device, dtype=self.dtype,
             aux_sink=aux_sink,
         )
 
-    def predict_batch(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None) -> List[np.ndarray]:
+    def _check_image(self, image: np.ndarray, name: str) -> None:
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise DataError(f"{name}: expected an (H, W, 3) uint8 RGB array, got "
+                            f"{getattr(image, 'shape', type(image).__name__)} {getattr(image, 'dtype', '')}".rstrip())
+        height, width = image.shape[:2]
+        if height == 0 or width == 0:
+            raise DataError(f"{name}: the image is empty ({height}x{width} pixels)")
+        size = rescaled_size(height, width, self.protocol.short_side, self.protocol.max_long_side)
+        patch = max(self.model.patch_size)
+        if min(size) < patch:
+            raise DataError(f"{name}: a {width}x{height} (WxH) image resizes to {size[1]}x{size[0]} under this "
+                            f"protocol (short side {self.protocol.short_side}, long side at most "
+                            f"{self.protocol.max_long_side}), thinner than one {patch}-pixel patch")
+
+    def predict_batch(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None,
+                      names: Optional[Sequence[str]] = None) -> List[np.ndarray]:
         return [
             postprocess(class_probabilities(logits, self.queries), self.protocol.prob_thd, self.protocol.area_thd)
             .cpu().numpy().astype(np.int64)
-            for logits in self.logits(images, aux_sink=aux_sink)
+            for logits in self.logits(images, aux_sink=aux_sink, names=names)
         ]
 
     def predict(self, image: np.ndarray) -> np.ndarray:

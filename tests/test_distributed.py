@@ -35,6 +35,7 @@ def test_two_processes_reduce_sums_to_the_single_process_metrics(tiny_voc, tmp_p
     double = subprocess.run([*torchrun, "main.py", *overrides, f"hydra.run.dir={tmp_path / 'two'}"],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert double.returncode == 0, double.stderr[-3000:]
+    assert double.stdout.count("results: ") == 1  # only rank 0, which writes the record, prints its path
     one, two = read_results(tmp_path / "one" / "results.json"), read_results(tmp_path / "two" / "results.json")
     assert two["world_size"] == 2 and two["metrics"]["voc21"]["n_images"] == 3
     assert two["metrics"] == one["metrics"]  # integer sums: exactly equal, no image counted twice

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from ..errors import ConfigError
 from .checks import at_least, check, in_range, optional_at_least, positive
 
 
@@ -122,8 +123,6 @@ class BackboneConfig:
             check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
                   f"{prefix}.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
         if self.name == "custom" and not self.checkpoint:
-            from ..errors import ConfigError
-
             raise ConfigError("config error: backbone=custom needs backbone.checkpoint=/path/to/weights.pt")
         for key, override in self.dataset_overrides.items():
             override.validate(f"{prefix}.dataset_overrides.{key}")
@@ -310,8 +309,6 @@ class RunConfig:
 
     def validate(self) -> None:
         """Every range check, each group under its own key (raises ConfigError on the first bad value)."""
-        from ..errors import ConfigError
-
         if not self.datasets:
             raise ConfigError("config error: datasets is empty: select at least one, e.g. datasets=[voc21]")
         self.backbone.validate("backbone")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Dict, List, Tuple, Union
 
 from sfp.errors import DataError
 
@@ -75,7 +75,19 @@ def parse_class_names(text: str, path: str) -> Tuple[Tuple[str, ...], ...]:
         classes.append(names)
     if not classes:
         raise DataError(f"{path}: class-name file has no classes")
+    _refuse_duplicate_classes(classes, path)
     return tuple(classes)
+
+
+def _refuse_duplicate_classes(classes: List[Tuple[str, ...]], path: str) -> None:
+    """A class named twice (its first synonym, ignoring case and spacing) would merge two classes' results."""
+    first_line: Dict[str, int] = {}
+    for lineno, names in enumerate(classes, start=1):
+        key = " ".join(names[0].lower().split())
+        if key in first_line:
+            raise DataError(f"{path}, lines {first_line[key]} and {lineno}: the class {names[0]!r} is named twice "
+                            "(class names must differ, ignoring case and spacing)")
+        first_line[key] = lineno
 
 
 def load_class_names(spec: Union[str, Path]) -> ClassNames:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 from sfp.errors import DataError
 from sfp.registry import Registry
@@ -78,6 +78,13 @@ class SplitFileLayout(DatasetLayout):
         ids = [line.strip() for line in lines if line.strip()]
         if not ids:
             raise DataError(f"split file lists no images: {split_file}")
+        first_line: Dict[str, int] = {}
+        for lineno, line in enumerate(lines, start=1):
+            image_id = line.strip()
+            if image_id and image_id in first_line:  # it would be counted twice in every sum of the metric
+                raise DataError(f"split file {split_file}, lines {first_line[image_id]} and {lineno}: image "
+                                f"{image_id!r} is listed twice")
+            first_line.setdefault(image_id, lineno)
         return ids
 
     def list_items(self, root: Path, split: str) -> List[Item]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import tempfile
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,8 +62,12 @@ def encode_queries(
         ).hexdigest()[:32]
         cache_file = Path(cache_dir) / "text_embeddings" / f"{key}.pt"
         if cache_file.is_file():
-            embeddings = torch.load(cache_file, map_location="cpu", weights_only=True)
-            return QueryEmbeddings(embeddings.to(device), query_to_class.to(device), len(class_synonyms))
+            try:
+                embeddings = torch.load(cache_file, map_location="cpu", weights_only=True)
+                return QueryEmbeddings(embeddings.to(device), query_to_class.to(device), len(class_synonyms))
+            except Exception as exc:  # unreadable or damaged: compute the embeddings again
+                log.warning("text-embedding cache %s is unreadable (%s): computing the embeddings again",
+                            cache_file, exc)
 
     prompts = [template.format(word) for _, word in queries for template in templates]
     features = []
@@ -71,7 +78,11 @@ def encode_queries(
     embeddings = F.normalize(features.mean(dim=1), dim=-1)
 
     if cache_file is not None:
-        _save_atomic(embeddings.cpu(), cache_file)
+        try:
+            _save_atomic(embeddings.cpu(), cache_file)
+        except (OSError, RuntimeError) as exc:  # a read-only or full cache folder costs time, never the run
+            log.warning("text-embedding cache disabled: cannot write %s (%s); the embeddings are computed "
+                        "anew in every run until paths.cache_dir is writable", cache_file.parent, exc)
     return QueryEmbeddings(embeddings, query_to_class.to(device), len(class_synonyms))
 
 

@@ -35,6 +35,8 @@ __all__ = [
 ]
 
 MODES = ("auto", "online", "offline", "disabled")
+# The values W&B accepts in the WANDB_MODE environment variable (dryrun and run are its old spellings).
+ENV_MODES = ("online", "offline", "shared", "disabled", "dryrun", "run")
 BACKENDS = ("wandb", "none")
 MAX_TAG_LENGTH = 64  # W&B rejects longer tags
 DEFAULT_BASE_URL = "https://api.wandb.ai"
@@ -187,6 +189,10 @@ class WandbTracker(_RunContext):
         mode = _plain(mode)
         if mode not in MODES:
             raise ConfigError(f"tracker.mode must be one of {', '.join(MODES)}; got {mode!r}")
+        env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+        if env_mode and env_mode not in ENV_MODES:  # W&B itself would read it too, whatever tracker.mode says
+            raise ConfigError(f"WANDB_MODE={os.environ['WANDB_MODE']!r} is not a W&B mode: expected one of "
+                              f"{', '.join(ENV_MODES)} (or unset it)")
         self.project = project
         self.entity = entity
         self.requested_mode = mode

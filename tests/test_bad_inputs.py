@@ -1,0 +1,141 @@
+"""A catalogue of bad inputs and faults a researcher can hit: each one stops with an error that names the
+culprit (key, file or variable) and what was expected, or degrades as documented; none ends in a record
+marked complete. The float knobs are derived from the settings schema, so a new knob is covered by itself."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import numpy as np
+import pytest
+
+import sfp
+from sfp.config import catalog, schema
+from sfp.data import build_dataset, load_class_names
+from sfp.errors import ConfigError, DataError, SFPError
+from sfp.methods import METHODS
+from tests.data_layouts_fixture import build_layout
+from tests.helpers import tiny_overrides
+
+GROUPS = {"backbone": schema.BackboneConfig, "mitigator": schema.MitigatorConfig, "enhancer": schema.EnhancerConfig,
+          "integrator": schema.IntegratorConfig, "aggregation": schema.AggregationConfig,
+          "inference": schema.InferenceConfig, "stats": schema.StatsConfig, "tracker": schema.TrackerConfig,
+          "datasets.demo": schema.DatasetConfig}
+
+
+def _float_fields(cls) -> Iterator[str]:
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if hints[field.name] in (float, typing.Optional[float]):
+            yield field.name
+
+
+def float_knobs() -> List[Tuple[List[str], str]]:
+    """(overrides that select the knob's owner, the knob's key) for every float setting."""
+    knobs = [([], f"{group}.{name}") for group, cls in GROUPS.items() for name in _float_fields(cls)]
+    for method in METHODS.names():
+        preset = next(p for p, e in catalog.presets().items() if e.method == method)
+        knobs += [([f"method={preset}"], f"method.{name}") for name in _float_fields(METHODS.get(method).Settings)]
+    return knobs
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+@pytest.mark.parametrize("owner,key", float_knobs(), ids=[key for _, key in float_knobs()])
+def test_a_non_finite_float_knob_is_refused_naming_the_key(owner, key, value):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + "=") as info:
+        sfp.compose(owner + [f"{key}={value}"])
+    assert "finite" in str(info.value) or "range" in str(info.value)
+
+
+def test_the_catalogue_of_float_knobs_covers_the_known_ones():
+    keys = {key for _, key in float_knobs()}
+    assert {"enhancer.temperature", "datasets.demo.logit_scale", "method.res_cls", "mitigator.cls_scale",
+            "aggregation.beta", "method.sigma", "stats.cls_scale"} <= keys
+
+
+# ---- data files that are well-formed but wrong ------------------------------------------------------------
+
+def test_a_class_named_twice_is_refused_naming_both_lines(tmp_path):
+    names = tmp_path / "names.txt"
+    names.write_text("background\ncat\ndog\nCat \n")
+    with pytest.raises(DataError, match=r"names\.txt, lines 2 and 4: the class 'Cat' is named twice"):
+        load_class_names(str(names))
+
+
+def test_an_image_listed_twice_in_the_split_file_is_refused_naming_both_lines(tmp_path):
+    build_layout("voc21", tmp_path / "data", n=3)
+    split = tmp_path / "data" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"
+    ids = split.read_text().split()
+    split.write_text("\n".join(ids + [ids[0]]) + "\n")
+    cfg = sfp.compose(tiny_overrides(tmp_path))
+    with pytest.raises(DataError, match=rf"val\.txt, lines 1 and 4: image '{ids[0]}' is listed twice"):
+        build_dataset(cfg.datasets["voc21"], "voc21")
+
+
+# ---- geometry ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("override,key", [("inference.crop=8", "inference.crop"),
+                                          ("inference.max_long_side=1", "inference.max_long_side"),
+                                          ("datasets.voc21.short_side=8", "datasets.voc21.short_side")])
+def test_a_window_or_side_smaller_than_one_patch_is_a_config_error(tmp_path, override, key):
+    cfg = sfp.compose(tiny_overrides(tmp_path) + [override, "inference.stride=4"])
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.") + r"=\d+ is out of range: expected an integer >= "
+                       "the backbone's patch size 16"):
+        sfp.build_model(cfg, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory):
+    return sfp.Segmenter(sfp.compose(tiny_overrides(tmp_path_factory.mktemp("seg"))))
+
+
+@pytest.mark.parametrize("array,expected", [
+    (np.zeros((0, 0, 3), np.uint8), r"image 0: the image is empty \(0x0 pixels\)"),
+    (np.zeros((10, 10), np.uint8), r"image 0: expected an \(H, W, 3\) uint8 RGB array, got \(10, 10\) uint8"),
+    (np.zeros((10, 10, 3), np.float32), r"expected an \(H, W, 3\) uint8 RGB array, got \(10, 10, 3\) float32"),
+    (np.zeros((8, 2000, 3), np.uint8), r"a 2000x8 \(WxH\) image resizes to 2048x8 .* thinner than one 16-pixel patch"),
+])
+def test_the_inference_api_refuses_empty_malformed_and_too_thin_images(segmenter, array, expected):
+    with pytest.raises(DataError, match=expected):
+        segmenter.predict(array)
+
+
+def test_a_too_thin_image_of_a_dataset_is_refused_naming_its_file(tmp_path):
+    from PIL import Image
+
+    entries = build_layout("voc21", tmp_path / "data", n=2)
+    Image.fromarray(np.zeros((4, 300, 3), np.uint8)).save(entries[0].image_path)
+    Image.fromarray(np.zeros((4, 300), np.uint8), mode="L").save(entries[0].label_path)
+    cfg = sfp.compose(tiny_overrides(tmp_path) + ["datasets.voc21.short_side=16", "inference.max_long_side=64"])
+    with pytest.raises(DataError, match=rf"{Path(entries[0].image_path).name}.*thinner than one 16-pixel patch"):
+        sfp.run_job(cfg, tmp_path / "run")
+    record = tmp_path / "run" / "results.json"
+    assert not record.exists() or '"status": "complete"' not in record.read_text()
+
+
+# ---- environment --------------------------------------------------------------------------------------------
+
+def test_an_invalid_wandb_mode_is_refused_naming_the_variable_and_the_allowed_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    build_layout("voc21", tmp_path / "data", n=1)
+    overrides = [o for o in tiny_overrides(tmp_path) if o != "tracker=none"]
+    with pytest.raises(ConfigError, match=r"WANDB_MODE='bogus' is not a W&B mode: expected one of online, offline"):
+        sfp.run_job(sfp.compose(overrides), tmp_path / "run")
+
+
+def test_an_unwritable_cache_folder_disables_the_text_cache_with_a_warning_and_the_run_completes(tmp_path, caplog):
+    build_layout("voc21", tmp_path / "data", n=1)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "text_embeddings").write_text("a file where the cache folder should be")
+    record = sfp.run_job(sfp.compose(tiny_overrides(tmp_path)), tmp_path / "run")
+    assert record["status"] == "complete"
+    assert "text-embedding cache disabled: cannot write" in caplog.text
+
+
+def test_every_error_class_is_an_sfp_error():
+    assert all(issubclass(cls, SFPError) for cls in (ConfigError, DataError))
+    assert os.environ.get("WANDB_MODE") is None
