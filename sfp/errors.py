@@ -15,3 +15,7 @@ class DataError(SFPError, ValueError):
 
 class WeightsError(SFPError, FileNotFoundError):
     """Model weights could not be found or loaded."""
+
+
+class NumericalError(SFPError, ArithmeticError):
+    """A tensor of the evaluation became non-finite (NaN or inf): the numbers would be silently wrong."""

@@ -5,7 +5,9 @@ config is turned into typed settings once, on entry; the device is resolved once
 """
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,8 @@ from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
 from .models.dense import DenseModel
 from .segmenter import Segmenter
-from .tracking.resume import config_fingerprint
-from .tracking.results_store import RESULTS_FILENAME, build_record, write_json_atomic
+from .tracking.resume import config_fingerprint, refuse_other_configuration
+from .tracking.results_store import RESULTS_FILENAME, ResultsError, build_record, to_jsonable, write_json_atomic
 from .tracking.wandb_tracker import make_tracker
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ def run_job(cfg: ConfigLike, output_dir: str | Path, choices: Optional[Dict[str,
     output_dir.mkdir(parents=True, exist_ok=True)
     choices = dict(choices or {})
     config = settings_dict(run)
+    refuse_other_configuration(output_dir, config)  # a finished record of another configuration stays as it is
     ranks = init_from_env()  # several processes under torchrun: rank 0 logs and writes
     tracker = make_tracker(
         run.tracker.backend.value if ranks.is_main else "none",
@@ -85,7 +88,17 @@ def run_job(cfg: ConfigLike, output_dir: str | Path, choices: Optional[Dict[str,
                               extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats,
                                      "fingerprint": config_fingerprint(config), "world_size": ranks.world})
         if ranks.is_main:
-            write_json_atomic(output_dir / RESULTS_FILENAME, record)
+            path = output_dir / RESULTS_FILENAME
+            try:
+                write_json_atomic(path, record)
+            except OSError as exc:  # a full or read-only disk: the numbers must not be lost with the file
+                print(f"metrics computed so far (not written to {path}):\n"
+                      + json.dumps(to_jsonable(metrics), indent=2), file=sys.stderr, flush=True)
+                error = ResultsError(f"could not write {path}: {exc.strerror or exc}; the metrics computed so far "
+                                     "are printed above")
+                if status == "complete":
+                    raise error from exc
+                log.error("%s; evaluation goes on and the record is written again after the next dataset", error)
         return record
 
     # Check every dataset's files before spending time on the model.

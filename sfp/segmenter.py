@@ -36,6 +36,7 @@ class Segmenter:
         spec = class_names if class_names is not None else run.datasets[self.dataset].class_names
         self.class_names = spec if isinstance(spec, ClassNames) else load_class_names(spec)
         self.batch_size = run.inference.batch_size
+        self.check_finite = run.inference.check_finite
         self.dtype = resolve_dtype(run.inference.precision, self.model.device)
         self.queries = self.model.encode_queries(
             self.class_names.synonyms, run.inference.templates, cache_dir=run.paths.cache_dir or None
@@ -54,7 +55,7 @@ class Segmenter:
         return sliding_window_logits(
             self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
             batch_size=self.batch_size, device=self.model.device, dtype=self.dtype,
-            aux_sink=aux_sink,
+            aux_sink=aux_sink, names=names, check_finite=self.check_finite,
         )
 
     def _check_image(self, image: np.ndarray, name: str) -> None:

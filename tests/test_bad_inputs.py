@@ -15,7 +15,7 @@ import pytest
 import sfp
 from sfp.config import catalog, schema
 from sfp.data import build_dataset, load_class_names
-from sfp.errors import ConfigError, DataError, SFPError
+from sfp.errors import ConfigError, DataError, NumericalError, SFPError, WeightsError
 from sfp.methods import METHODS
 from tests.data_layouts_fixture import build_layout
 from tests.helpers import tiny_overrides
@@ -139,3 +139,96 @@ def test_an_unwritable_cache_folder_disables_the_text_cache_with_a_warning_and_t
 def test_every_error_class_is_an_sfp_error():
     assert all(issubclass(cls, SFPError) for cls in (ConfigError, DataError))
     assert os.environ.get("WANDB_MODE") is None
+
+
+# ---- nothing finished is overwritten ------------------------------------------------------------------------
+
+def test_a_complete_record_of_another_configuration_is_never_overwritten(tmp_path):
+    build_layout("voc21", tmp_path / "data", n=1)
+    first = sfp.run_job(sfp.compose(tiny_overrides(tmp_path)), tmp_path / "job")
+    before = (tmp_path / "job" / "results.json").read_bytes()
+    changed = sfp.compose(tiny_overrides(tmp_path) + ["enhancer.temperature=2.0", "resume=true"])
+    with pytest.raises(ConfigError, match=rf"another configuration \(fingerprint {first['fingerprint']}.*differ in "
+                                          r"enhancer\.temperature\): nothing was overwritten"):
+        sfp.run_job(changed, tmp_path / "job")
+    assert (tmp_path / "job" / "results.json").read_bytes() == before
+    again = sfp.run_job(sfp.compose(tiny_overrides(tmp_path) + ["inference.batch_size=3"]), tmp_path / "job")
+    assert again["metrics"]["voc21"]["miou"] == first["metrics"]["voc21"]["miou"]  # the same configuration may rerun
+
+
+def test_a_failed_write_prints_the_metrics_names_the_file_and_keeps_evaluating(tmp_path, monkeypatch, capsys):
+    import sfp.runner
+
+    build_layout("voc21", tmp_path / "data", n=1)
+    build_layout("ade20k", tmp_path / "data", n=1)
+    cfg = sfp.compose(tiny_overrides(tmp_path, "[voc21,ade20k]") + ["datasets.ade20k.short_side=40"])
+
+    def disk_full(path, obj, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(sfp.runner, "write_json_atomic", disk_full)
+    with pytest.raises(SFPError, match=r"could not write .*results\.json: No space left on device"):
+        sfp.run_job(cfg, tmp_path / "job")
+    printed = capsys.readouterr().err
+    assert printed.count("metrics computed so far") == 3  # after each dataset and at the end
+    assert '"voc21"' in printed and '"ade20k"' in printed and '"miou"' in printed
+
+
+# ---- non-finite numbers -------------------------------------------------------------------------------------
+
+def test_weights_with_a_nan_are_refused_naming_the_tensor(tmp_path):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    import torch
+
+    model = CLIP(32, CLIPVisionCfg(layers=2, width=64, patch_size=16, image_size=64),
+                 CLIPTextCfg(context_length=16, vocab_size=49408, width=64, heads=1, layers=1))
+    state = model.state_dict()
+    state["visual.transformer.resblocks.1.mlp.c_fc.weight"][3, 5] = float("nan")
+    torch.save(state, tmp_path / "nan.pt")
+    cfg = sfp.compose(["backbone=custom", f"backbone.checkpoint={tmp_path / 'nan.pt'}", "backbone.head_width=64",
+                       "backbone.layers.detect=0", "backbone.layers.ref=0", "backbone.layers.aux=0",
+                       "backbone.layers.integrate=[0]", "tracker=none"])
+    with pytest.raises(WeightsError,
+                       match=r"tensor visual\.transformer\.resblocks\.1\.mlp\.c_fc\.weight holds 1 non-finite"):
+        sfp.build_model(cfg, device="cpu")
+
+
+def test_non_finite_features_stop_the_job_naming_the_stage_the_dataset_and_the_image(tmp_path):
+    import torch
+
+    entries = build_layout("voc21", tmp_path / "data", n=2)
+    cfg = sfp.compose(tiny_overrides(tmp_path))
+    model = sfp.build_model(cfg, device="cpu")
+    model.method.forward_features = lambda images: (torch.full((images.shape[0], 16, 32), float("nan")), {})
+    segmenter = sfp.Segmenter(cfg, model=model)
+    with pytest.raises(NumericalError, match=r"non-finite dense features .* in windows of image 0"):
+        segmenter.predict(np.zeros((64, 64, 3), np.uint8))
+    from sfp.runner import evaluate_dataset
+
+    dataset = build_dataset(cfg.datasets["voc21"], "voc21")
+    with pytest.raises(NumericalError, match=rf"dataset 'voc21', image .*{entries[0].name}"):
+        evaluate_dataset(cfg, dataset, model, tmp_path / "out")
+    allowed = sfp.Segmenter(sfp.compose(tiny_overrides(tmp_path) + ["inference.check_finite=false"]), model=model)
+    assert allowed.predict(np.zeros((64, 64, 3), np.uint8)).shape == (64, 64)  # the documented way to let them through
+
+
+@pytest.mark.parametrize("drop,expected", [
+    ("transformer.resblocks.0.", r"text tower blocks are not numbered 0\.\.1: missing block\(s\) 0"),
+    ("transformer.resblocks.1.mlp.c_proj.", r"text tower block 1 differs from block 0 in tensor\(s\) "
+                                            r"transformer\.resblocks\.1\.mlp\.c_proj\.bias"),
+    ("ln_final.", r"lacks tensor\(s\) ln_final\.weight, needed to infer the architecture"),
+    ("logit_scale", r"does not match the architecture 'inferred': 1 missing tensor\(s\): logit_scale"),
+])
+def test_a_checkpoint_missing_tensors_is_refused_naming_them(tmp_path, drop, expected):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+    import torch
+
+    model = CLIP(32, CLIPVisionCfg(layers=2, width=64, patch_size=16, image_size=64),
+                 CLIPTextCfg(context_length=16, vocab_size=49408, width=64, heads=1, layers=2))
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(drop)}
+    torch.save(state, tmp_path / "part.pt")
+    cfg = sfp.compose(["backbone=custom", f"backbone.checkpoint={tmp_path / 'part.pt'}", "tracker=none"])
+    with pytest.raises(WeightsError, match=rf"part\.pt:? .*{expected}"):
+        from sfp.backbones.loading import load_backbone
+
+        load_backbone(cfg.backbone)

@@ -53,7 +53,17 @@ def load_backbone(cfg: BackboneConfig) -> LoadedBackbone:
         model, source = _create(cfg, pretrained=None), "random-init"
     if not hasattr(model, "visual") or not hasattr(model.visual, "transformer"):
         raise WeightsError(f"backbone {cfg.name!r}: only CLIP ViT backbones are supported (got {type(model).__name__})")
+    _refuse_non_finite(model, cfg.name, source)
     return LoadedBackbone(model=model.float().eval(), tokenizer=_tokenizer_for(cfg, model), source=source)
+
+
+def _refuse_non_finite(model: torch.nn.Module, name: str, source: str) -> None:
+    """NaN or inf weights would give a run of silently wrong numbers (often all one class)."""
+    for key, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            count = int((~torch.isfinite(tensor)).sum())
+            raise WeightsError(f"backbone {name!r} ({source}): tensor {key} holds {count} non-finite value(s) "
+                               "(NaN or inf); the weights are damaged")
 
 
 def _create(cfg: BackboneConfig, pretrained: Optional[str], cache_dir: Optional[str] = None) -> CLIP:
@@ -152,9 +162,13 @@ def _from_checkpoint(cfg: BackboneConfig):
             model = _create(cfg, pretrained=None)
         arch = cfg.model
     else:
-        model = build_clip_from_state_dict(state, quick_gelu=cfg.quick_gelu, head_width=cfg.head_width)
+        try:
+            model = build_clip_from_state_dict(state, quick_gelu=cfg.quick_gelu, head_width=cfg.head_width)
+        except WeightsError as exc:
+            raise WeightsError(f"{path}: {exc}") from exc
         arch = "inferred"
     try:
+        _check_keys(path, arch, state, model.state_dict())
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(
@@ -164,14 +178,55 @@ def _from_checkpoint(cfg: BackboneConfig):
     return model, f"file:{path}" + (f"#sha256={cfg.checkpoint_sha256.lower()}" if cfg.checkpoint_sha256 else "")
 
 
+def _check_keys(path: Path, arch: str, state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> None:
+    """Every tensor of the architecture present, and nothing else: named, not a truncated torch message."""
+    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or extra:
+        def shown(keys):
+            return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
+
+        parts = ([f"{len(missing)} missing tensor(s): {shown(missing)}"] if missing else []) + \
+            ([f"{len(extra)} unexpected tensor(s): {shown(extra)}"] if extra else [])
+        hint = "" if arch == "inferred" else (" (for a checkpoint of another width or depth set backbone.model=null, "
+                                              "which infers the architecture)")
+        raise WeightsError(f"checkpoint {path} does not match the architecture {arch!r}: {'; '.join(parts)}{hint}")
+
+
+def _complete_blocks(state: Dict[str, torch.Tensor], prefix: str, where: str) -> int:
+    """The number of transformer blocks under `prefix`; refuses gaps and blocks with missing tensors."""
+    by_block: Dict[int, set] = {}
+    for key in state:
+        if key.startswith(prefix):
+            index, _, rest = key[len(prefix):].partition(".")
+            by_block.setdefault(int(index), set()).add(rest)
+    if not by_block:
+        raise WeightsError(f"checkpoint has no {where} blocks ({prefix}<i>.*)")
+    if sorted(by_block) != list(range(len(by_block))):
+        gaps = sorted(set(range(max(by_block) + 1)) - set(by_block))
+        raise WeightsError(f"checkpoint's {where} blocks are not numbered 0..{max(by_block)}: "
+                           f"missing block(s) {', '.join(map(str, gaps))} ({prefix}<i>.*)")
+    reference = by_block[0]
+    for index, keys in by_block.items():
+        if keys != reference:
+            lacking = sorted(reference - keys) or sorted(keys - reference)
+            raise WeightsError(f"checkpoint's {where} block {index} differs from block 0 in tensor(s) "
+                               f"{', '.join(f'{prefix}{index}.{k}' for k in lacking[:6])}")
+    return len(by_block)
+
+
 def build_clip_from_state_dict(state: Dict[str, torch.Tensor], quick_gelu: bool, head_width: int = 64) -> CLIP:
     """Infer a CLIP ViT architecture of any width and depth from its (OpenAI-named) state dict."""
+    needed = ("visual.conv1.weight", "visual.positional_embedding", "ln_final.weight", "positional_embedding",
+              "token_embedding.weight", "text_projection", "visual.transformer.resblocks.0.mlp.c_fc.weight")
+    absent = [key for key in needed if key not in state]
+    if absent:
+        raise WeightsError(f"checkpoint lacks tensor(s) {', '.join(absent)}, needed to infer the architecture")
     vision_width = state["visual.conv1.weight"].shape[0]
     patch = state["visual.conv1.weight"].shape[-1]
-    vision_layers = len({k.split(".")[3] for k in state if k.startswith("visual.transformer.resblocks.")})
+    vision_layers = _complete_blocks(state, "visual.transformer.resblocks.", "image tower")
     grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
     text_width = state["ln_final.weight"].shape[0]
-    text_layers = len({k.split(".")[2] for k in state if k.startswith("transformer.resblocks.")})
+    text_layers = _complete_blocks(state, "transformer.resblocks.", "text tower")
     vision_cfg = CLIPVisionCfg(
         layers=vision_layers, width=vision_width, patch_size=patch, image_size=patch * grid,
         head_width=min(head_width, vision_width),

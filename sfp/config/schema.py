@@ -237,6 +237,7 @@ class InferenceConfig:
     pamr: bool = False  # PAMR post-processing of the averaged logits (off in this protocol)
     pamr_steps: int = 10
     pamr_dilations: List[int] = field(default_factory=lambda: [8, 16])
+    check_finite: bool = True  # stop on NaN/inf features or logits (false: let them through, e.g. to study them)
 
     def validate(self, prefix: str = "inference") -> None:
         at_least(f"{prefix}.crop", self.crop, 1)

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config.protocol import Protocol
+from ..errors import NumericalError
 from ..models.text import QueryEmbeddings
 from .pamr import pamr
 from .preprocess import normalize, rescaled_size, resize_image
@@ -37,10 +38,15 @@ def sliding_window_logits(
     device: torch.device,
     dtype: torch.dtype = torch.float32,
     aux_sink: Optional[AuxSink] = None,
+    names: Optional[Sequence[str]] = None,
+    check_finite: bool = True,
 ) -> List[torch.Tensor]:
     """Per image, (Q, H, W) query logits (scaled cosine similarities) at the image's original size.
 
-    aux_sink, when given, receives the method's auxiliary outputs of every forward pass (e.g. statistics)."""
+    aux_sink, when given, receives the method's auxiliary outputs of every forward pass (e.g. statistics).
+    With check_finite, non-finite features or logits raise NumericalError naming the stage and the images
+    (`names`, default "image <index>")."""
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
     resized = []
     for image in images:
         size = rescaled_size(image.shape[0], image.shape[1], protocol.short_side, protocol.max_long_side)
@@ -77,6 +83,10 @@ def sliding_window_logits(
                 else:
                     features, aux = features_fn(crops, return_aux=True)
                     aux_sink(aux)
+            if check_finite and not torch.isfinite(features).all():
+                owners = sorted({int(np.searchsorted(offsets, int(o), side="right")) - 1 for o in chunk[:, 0]})
+                raise NumericalError(f"non-finite dense features (NaN or inf) from the method, in windows of "
+                                     f"{', '.join(names[i] for i in owners)}")
             features = F.normalize(features.float(), dim=-1)
             logits = protocol.logit_scale * features @ text.T  # (b, N, Q)
             # (b, Q, gh, gw) in channels-last memory: upsampled without a copy, and the result's rows of Q
@@ -92,6 +102,8 @@ def sliding_window_logits(
         logits = averaged[offset:offset + height * width].view(1, height, width, num_queries).permute(0, 3, 1, 2)
         if protocol.pamr_steps:
             logits = pamr(resized_image[None], logits, protocol.pamr_steps, protocol.pamr_dilations)
+        if check_finite and not torch.isfinite(logits).all():
+            raise NumericalError(f"non-finite logits (NaN or inf) for {names[len(outputs)]}")
         outputs.append(
             F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=False)[0]
         )

@@ -1,7 +1,8 @@
 """PAMR: pixel-adaptive mask refinement (Araslanov & Roth, CVPR 2020), a post-processing some methods' releases
-run by default (docs/protocol.md, 'PAMR'). Written from the paper's definition: each refinement step replaces a pixel's scores by an
-affinity-weighted mean of its neighbours' scores at several dilations, the affinities coming from local
-colour differences normalised by the local colour spread. Off by default (`inference.pamr`)."""
+run by default (docs/protocol.md, 'PAMR'). Written from the paper's definition: each refinement step
+replaces a pixel's scores by an affinity-weighted mean of its neighbours' scores at several dilations, the
+affinities coming from local colour differences normalised by the local colour spread. Off by default
+(`inference.pamr`)."""
 from __future__ import annotations
 
 from typing import List, Sequence

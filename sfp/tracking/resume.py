@@ -4,9 +4,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
-from .results_store import RESULTS_FILENAME, ResultsError, read_results, to_jsonable
+from ..errors import ConfigError
+from .results_store import RESULTS_FILENAME, ResultsError, flatten_config, read_results, to_jsonable
 
 # Settings that change neither the numbers nor what was evaluated (batching is tested to be invariant).
 VOLATILE_KEYS = (
@@ -15,8 +16,7 @@ VOLATILE_KEYS = (
 )
 
 
-def config_fingerprint(config: Dict[str, Any]) -> str:
-    """sha256 of the resolved config without the volatile keys."""
+def _stable(config: Dict[str, Any]) -> Dict[str, Any]:
     stable = json.loads(json.dumps(to_jsonable(config)))
     for path in VOLATILE_KEYS:
         node = stable
@@ -24,7 +24,38 @@ def config_fingerprint(config: Dict[str, Any]) -> str:
             node = node.get(key, {}) if isinstance(node, dict) else {}
         if isinstance(node, dict):
             node.pop(path[-1], None)
-    return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()
+    return stable
+
+
+def config_fingerprint(config: Dict[str, Any]) -> str:
+    """sha256 of the resolved config without the volatile keys."""
+    return hashlib.sha256(json.dumps(_stable(config), sort_keys=True).encode()).hexdigest()
+
+
+def differing_keys(first: Dict[str, Any], second: Dict[str, Any]) -> List[str]:
+    """Dotted keys whose values differ between two configs (volatile keys left out)."""
+    a, b = flatten_config(_stable(first)), flatten_config(_stable(second))
+    return sorted(key for key in set(a) | set(b) if a.get(key, "<absent>") != b.get(key, "<absent>"))
+
+
+def refuse_other_configuration(output_dir: Path, config: Dict[str, Any]) -> None:
+    """A job folder that holds a complete record of another configuration is never written over."""
+    path = Path(output_dir) / RESULTS_FILENAME
+    if not path.is_file():
+        return
+    try:
+        record = read_results(path)
+    except ResultsError:
+        return  # unreadable: nothing finished to protect
+    if record.get("status") != "complete" or record.get("fingerprint") == config_fingerprint(config):
+        return
+    differences = differing_keys(record.get("config", {}), config)
+    shown = ", ".join(differences[:8]) + (f" and {len(differences) - 8} more" if len(differences) > 8 else "")
+    raise ConfigError(
+        f"{path} holds a complete record of another configuration (fingerprint {record.get('fingerprint')}, "
+        f"this job's {config_fingerprint(config)}; they differ in {shown or 'settings the record lacks'}): "
+        "nothing was overwritten. Run this configuration in another folder (a new sweep, or another "
+        "hydra.sweep.dir / hydra.run.dir), or move that record away")
 
 
 def completed_record(output_dir: Path, fingerprint: str) -> Optional[Path]:
