@@ -87,6 +87,10 @@ def _swept_level(table: Table) -> str:
 # --------------------------------------------------------------------------- configurations of records
 
 
+def _text(value: Any) -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+
+
 def configurations(records: Sequence[Dict[str, Any]], dataset: str) -> List[Tuple[str, List[Dict[str, Any]]]]:
     """The records that hold outlier statistics for `dataset`, grouped by configuration (same significant
     settings), each group named by what tells it apart: the Hydra choices that differ, then any other
@@ -100,8 +104,10 @@ def configurations(records: Sequence[Dict[str, Any]], dataset: str) -> List[Tupl
     choices = [f"choice.{g}" for g in CHOICE_ORDER if f"choice.{g}" in frame.columns]
     choices += sorted(c for c in frame.columns if c.startswith("choice.") and c not in choices)
     choices = [c for c in choices if frame[c].nunique(dropna=False) > 1]
-    choice_key = frame[choices].astype(str).agg("|".join, axis=1) if choices else pd.Series("", index=frame.index)
-    config_id = table.astype(str).agg("|".join, axis=1)
+    # missing values (a choice only some runs have, such as `experiment`) are NaN: spelled "" (pandas 3 keeps
+    # NaN through astype(str), which str.join refuses)
+    choice_key = frame[choices].map(_text).agg("|".join, axis=1) if choices else pd.Series("", index=frame.index)
+    config_id = table.map(_text).agg("|".join, axis=1)
     by_dir = {r["run_dir"]: r for r in records}
     groups: Dict[str, Tuple[str, List[Dict[str, Any]]]] = {}
     for _, rows in frame.groupby(choice_key, sort=False):
@@ -109,7 +115,7 @@ def configurations(records: Sequence[Dict[str, Any]], dataset: str) -> List[Tupl
         distinct = table.loc[rows.index].nunique()
         extra = [c for c in table.columns if distinct[c] > 1]
         for i in rows.index:
-            parts = [f"{c[len('choice.'):]}={frame.at[i, c]}" for c in choices]
+            parts = [f"{c[len('choice.'):]}={frame.at[i, c]}" for c in choices if _text(frame.at[i, c])]
             parts += [describe(c, table.at[i, c]) for c in extra]
             label = ", ".join(parts) or str(frame.at[i, "preset"] if "preset" in frame else "runs")
             groups.setdefault(config_id[i], (label, []))[1].append(by_dir[frame.at[i, "run_dir"]])

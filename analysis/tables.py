@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from .names import (
-    BACKBONE_ORDER, BENCHMARKS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label, order_by,
+    BACKBONE_ORDER, BENCHMARKS, DATASET_LABELS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label, order_by,
     order_datasets, preset_label, published_method,
 )
 from .published import load_published, published_label
@@ -53,7 +53,12 @@ def _datasets(runs: pd.DataFrame, datasets: Optional[Union[str, Sequence[str]]])
     if datasets is None:
         return order_datasets(runs["dataset"].dropna().unique())
     if isinstance(datasets, str):
-        return list(BENCHMARKS) if datasets == "all" else [d.strip() for d in datasets.split(",") if d.strip()]
+        datasets = list(BENCHMARKS) if datasets == "all" else [d.strip() for d in datasets.split(",") if d.strip()]
+    known = set(runs["dataset"].dropna().unique()) | set(DATASET_LABELS)
+    unknown = [d for d in datasets if d not in known]
+    if unknown:  # a typo would print an empty column
+        raise ValueError(f"unknown dataset(s) {', '.join(unknown)}: expected the runs' datasets or a dataset file "
+                         f"of the config folder ({', '.join(order_datasets(known))})")
     return list(datasets)
 
 

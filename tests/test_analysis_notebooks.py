@@ -62,3 +62,18 @@ def test_the_plots_notebook_shows_and_writes_the_figures(analysis_runs, tmp_path
     assert written == sorted(f"{n}.{f}" for n in ("sweep-mitigator.top_k", "layer-stats-voc21", "layer-stats-ade20k",
                                                   "outlier-heatmap-voc21", "outlier-heatmap-ade20k")
                              for f in ("png", "pdf"))
+
+
+def test_the_documented_nbconvert_command_runs_the_tables_notebook(analysis_runs, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    env = {**os.environ, "SFP_RUNS": str(analysis_runs / "components")}
+    result = subprocess.run([str(jupyter), "nbconvert", "--to", "notebook", "--execute", "analysis/tables.ipynb",
+                             "--output", str(tmp_path / "tables.ipynb")], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mitigator" in (tmp_path / "tables.ipynb").read_text()

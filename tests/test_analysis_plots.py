@@ -111,3 +111,18 @@ def test_the_plots_command_writes_every_figure(analysis_runs, tmp_path, capsys):
                                                ["sweep-mitigator.top_k.png", "sweep-mitigator.top_k.pdf",
                                                 "layer-stats-voc21.png", "layer-stats-voc21.pdf",
                                                 "outlier-heatmap-voc21.png", "outlier-heatmap-voc21.pdf"]]
+
+
+def test_the_plots_command_works_on_a_folder_mixing_plain_sweeps_and_experiment_runs(analysis_runs, tmp_path):
+    from sfp.tracking.results_store import read_results, write_json_atomic
+    from tests.analysis_runs_fixture import copy_runs
+
+    runs = copy_runs(analysis_runs, tmp_path / "runs", "components", "sweep_top_k")
+    for path in sorted((runs / "sweep_top_k").rglob("results.json")):  # as `-m +experiment=sweep_top_k` writes
+        record = read_results(path)
+        record["choices"]["experiment"] = "sweep_top_k"
+        write_json_atomic(path, record)
+    assert cli(["plots", "--runs", str(runs), "--out-dir", str(tmp_path / "figures"),
+                "--param", "mitigator.top_k", "--dataset", "voc21"]) == 0
+    labels = [label for label, _ in configurations(load_records(runs), "voc21")]
+    assert not any("nan" in label for label in labels) and any("experiment=sweep_top_k" in label for label in labels)

@@ -277,3 +277,8 @@ def test_one_block_per_backbone_each_with_its_own_published_rows(analysis_runs, 
     assert "\\midrule\nViT-L/14 & NACLIP & reproduced: naclip" in tex
     # the best value is per backbone block: each block has its own bold cells
     assert "\\textbf{16.20}" in tex and "\\textbf{52.20}" in tex
+
+
+def test_an_unknown_dataset_column_is_an_error_naming_it(analysis_runs, capsys):
+    assert cli(["main", "--runs", str(analysis_runs), "--datasets", "voc21,voc99"]) == 2
+    assert "unknown dataset(s) voc99" in capsys.readouterr().err
