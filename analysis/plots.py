@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .names import dataset_label
 from .runs import numeric, records_frame
@@ -154,6 +155,10 @@ def layer_stat_names(entry: Dict[str, Any]) -> List[str]:
     return [k for k, v in entry.items() if k != "layer" and isinstance(v, list) and len(v) == layers]
 
 
+LINE_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
 def layer_stats_plot(records: Sequence[Dict[str, Any]], dataset: str,
                      stats: Optional[Sequence[str]] = None) -> Figure:
     """One panel per statistic against the layer (default: every per-layer list the records hold, in their
@@ -168,11 +173,17 @@ def layer_stats_plot(records: Sequence[Dict[str, Any]], dataset: str,
     figure = Figure(figsize=(4.2 * columns, 3.2 * rows + 0.6), layout="constrained")
     panels = figure.subplots(rows, columns, squeeze=False).ravel()
     for axes, stat in zip(panels, stats):
-        for label, members in groups:
+        for index, (label, members) in enumerate(groups):
             entries = [m["outlier_stats"][dataset] for m in members]
-            axes.plot(entries[0]["layer"], _mean_lists([e[stat] for e in entries]), marker=".", label=label)
+            # lines that coincide (statistics that do not depend on the settings) stay visible: each
+            # configuration has its own marker and dash, later ones drawn thinner on top
+            shrink = index / max(len(groups), 1)
+            axes.plot(entries[0]["layer"], _mean_lists([e[stat] for e in entries]), label=label,
+                      marker=LINE_MARKERS[index % len(LINE_MARKERS)], markersize=6 - 3 * shrink,
+                      linestyle=LINE_STYLES[index % len(LINE_STYLES)], linewidth=2.2 - 1.4 * shrink, alpha=0.85)
         axes.set_title(STAT_TITLES.get(stat, stat))
         axes.set_xlabel("layer (block output)")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))  # layers are whole blocks
         axes.grid(alpha=0.3)
     for axes in panels[len(stats):]:
         axes.set_visible(False)

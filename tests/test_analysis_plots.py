@@ -126,3 +126,11 @@ def test_the_plots_command_works_on_a_folder_mixing_plain_sweeps_and_experiment_
                 "--param", "mitigator.top_k", "--dataset", "voc21"]) == 0
     labels = [label for label, _ in configurations(load_records(runs), "voc21")]
     assert not any("nan" in label for label in labels) and any("experiment=sweep_top_k" in label for label in labels)
+
+
+def test_per_layer_lines_of_several_configurations_stay_distinguishable_on_whole_layer_ticks(analysis_runs):
+    figure = layer_stats_plot(load_records(analysis_runs / "components"), "voc21")
+    axes = figure.axes[0]
+    styles = {(line.get_marker(), line.get_linestyle()) for line in axes.get_lines()}
+    assert len(styles) == min(len(axes.get_lines()), 8)  # coinciding lines differ in marker and dash
+    assert all(float(tick).is_integer() for tick in axes.get_xticks())
