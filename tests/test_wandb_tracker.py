@@ -303,3 +303,18 @@ def test_layer_statistics_are_logged_as_a_table_per_layer_values_and_a_heat_map(
     from PIL import Image
 
     assert Image.open(heatmap).size == (3 * 16, 2 * 16)
+
+
+def test_sync_selects_the_offline_runs_of_complete_jobs_only(tmp_path, capsys):
+    from sfp.tracking.results_store import write_json_atomic
+    from sfp.tracking.sync import main as sync
+
+    for job, status in (("0", "complete"), ("1", "partial"), ("2", None)):
+        (tmp_path / job / "wandb" / f"offline-run-2026-{job}").mkdir(parents=True)
+        if status:
+            write_json_atomic(tmp_path / job / "results.json", {"config": {}, "choices": {}, "metrics": {},
+                                                                 "status": status})
+    assert sync([str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert out.out.split() == [str(tmp_path / "0" / "wandb" / "offline-run-2026-0")]
+    assert "left out" in out.err and "partial" in out.err and "no results.json" in out.err
