@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from .names import (
-    BACKBONE_ORDER, BENCHMARKS, DATASET_LABELS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label, order_by,
-    order_datasets, preset_label, published_method,
+    BACKBONE_ORDER, BENCHMARKS, DATASET_LABELS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label,
+    order_by, order_datasets, preset_label, published_method,
 )
 from .published import load_published, published_label
 from .runs import numeric, resolve_column

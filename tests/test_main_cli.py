@@ -5,10 +5,12 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from tests.helpers import REPO, tiny_overrides
 
 from sfp.tracking.results_store import collect_results, read_results
+from tests.wandb_records import read_offline_run
 
 
 def run_main(*args, timeout=600):
@@ -31,9 +33,20 @@ def test_a_multirun_over_two_switches_gives_four_jobs_four_records_and_four_wand
 
     runs = sorted(sweep.glob("*/wandb/offline-run-*"))
     assert len(runs) == 4
-    for run in runs:  # offline runs can't be read back locally, but the group name is in the run log
-        log = next(run.glob("run-*.wandb")).read_bytes()
-        assert b"sweep-7f3a" in log
+    for run_dir in runs:  # what was logged, read back from the offline record log
+        run = read_offline_run(run_dir)
+        record = read_results(run_dir.parent.parent / "results.json")
+        assert run.group == "sweep-7f3a" and run.exit_code == 0
+        assert (run.config["mitigator_choice"], run.config["enhancer_choice"]) == (
+            record["choices"]["mitigator"], record["choices"]["enhancer"])
+        assert run.config["mitigator"]["enabled"] == record["config"]["mitigator"]["enabled"]
+        assert run.summary["miou/voc21"] == pytest.approx(record["metrics"]["voc21"]["miou"])
+        assert run.summary["n_images/voc21"] == 3
+        assert run.summary["per_class_iou/voc21._type"] == "table-file"
+        assert run.summary["per_class_iou/voc21.nrows"] == 21
+        assert run.summary["outlier_stats/voc21._type"] == "table-file"
+        assert run.summary["outlier_stats/voc21/heatmap._type"] == "image-file"
+        assert run.summary["overlays/voc21.count"] == 3
 
     table = collect_results(sweep)
     assert len(table) == 4 and set(table["dataset"]) == {"voc21"}
