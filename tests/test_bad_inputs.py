@@ -232,3 +232,47 @@ def test_a_checkpoint_missing_tensors_is_refused_naming_them(tmp_path, drop, exp
         from sfp.backbones.loading import load_backbone
 
         load_backbone(cfg.backbone)
+
+
+# ---- through the command line: exit code 2, the culprit named, no traceback, no complete record ---------------
+
+def _break_split(root: Path) -> None:
+    split = root / "data" / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation" / "val.txt"
+    split.write_text(split.read_text() + split.read_text().split()[0] + "\n")
+
+
+COMMAND_LINE_CASES = {
+    "non-finite knob": ([], "enhancer.temperature=inf", None, r"enhancer\.temperature=inf is out of range"),
+    "invalid WANDB_MODE": (["tracker=wandb"], "", {"WANDB_MODE": "bogus"}, r"WANDB_MODE='bogus' is not a W&B mode"),
+    "image listed twice": ([], "", "split", r"val\.txt, lines 1 and 3: image .* is listed twice"),
+    "side below a patch": ([], "datasets.voc21.short_side=8", None,
+                           r"datasets\.voc21\.short_side=8 is out of range: expected an integer >= the backbone's "
+                           r"patch size 16"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(COMMAND_LINE_CASES))
+def test_bad_input_on_the_command_line_exits_2_naming_the_culprit_without_a_traceback(case, tmp_path):
+    import re
+    import subprocess
+    import sys
+
+    from tests.helpers import REPO
+
+    extra, override, fault, expected = COMMAND_LINE_CASES[case]
+    build_layout("voc21", tmp_path / "data", n=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SFP_")}
+    if fault == "split":
+        _break_split(tmp_path)
+    elif fault:
+        env.update(fault)
+    args = [o for o in tiny_overrides(tmp_path) if not (extra and o == "tracker=none")] + extra + \
+        ([override] if override else []) + [f"hydra.run.dir={tmp_path / 'run'}"]
+    result = subprocess.run([sys.executable, "main.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2 and re.search(expected, output), output[-3000:]
+    assert "Traceback" not in output
+    record = tmp_path / "run" / "results.json"
+    assert not record.exists() or '"status": "complete"' not in record.read_text()
