@@ -10,9 +10,8 @@ from typing import Optional, Union
 
 import pandas as pd
 
-from .names import BENCHMARKS
+from .names import BENCHMARKS, PUBLISHED_CSV
 
-PUBLISHED_CSV = Path(__file__).resolve().parent / "data" / "published_results.csv"
 REQUIRED_COLUMNS = ("method", "backbone", *BENCHMARKS, "source", "note")
 
 

@@ -1,10 +1,12 @@
 """Helpers shared by the tests: the repository root, the tiny-model overrides, synthetic attention."""
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
+import typing
 from pathlib import Path
-from typing import List
+from typing import Dict, List
 
 import torch
 
@@ -55,3 +57,11 @@ def project_files() -> List[Path]:
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", ".venv", "outputs", ".cache", "build", "dist"}
         return [p for p in REPO.rglob("*") if p.is_file() and not skip & set(p.relative_to(REPO).parts)]
+
+
+def group_schemas() -> Dict[str, type]:
+    """Each config group of the run settings and its settings class, read from `RunConfig` itself."""
+    from sfp.config.schema import RunConfig
+
+    hints = typing.get_type_hints(RunConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(RunConfig) if dataclasses.is_dataclass(hints[f.name])}

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from tests.data_layouts_fixture import build_layout
 from tests.helpers import REPO, project_copy, tiny_overrides

@@ -12,7 +12,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from sfp.config import schema
-from tests.helpers import REPO, project_files
+from tests.helpers import REPO, group_schemas, project_files
 
 PACKAGES = {"sfp": REPO / "sfp", "analysis": REPO / "analysis", "hydra_plugins": REPO / "hydra_plugins"}
 
@@ -131,12 +131,7 @@ def _defaults_of(cls) -> Dict[str, object]:
     return OmegaConf.to_container(OmegaConf.structured(cls), enum_to_str=True)
 
 
-GROUP_SCHEMAS = {
-    "backbone": schema.BackboneConfig, "mitigator": schema.MitigatorConfig, "enhancer": schema.EnhancerConfig,
-    "integrator": schema.IntegratorConfig, "aggregation": schema.AggregationConfig,
-    "inference": schema.InferenceConfig, "stats": schema.StatsConfig, "tracker": schema.TrackerConfig,
-    "paths": schema.PathsConfig,
-}
+GROUP_SCHEMAS = {group: cls for group, cls in group_schemas().items() if group != "preset"}  # presets: below
 
 
 def _leaves(node, prefix=()) -> Iterator[Tuple[Tuple[str, ...], object]]:
