@@ -68,17 +68,17 @@ def test_a_planted_outlier_dominating_the_cls_attention_is_found_first_and_fille
 
     def run_with(value):
         model = _model(tmp_path, "mitigator.top_k=3")
-        original = model.tower.run
+        original = model.tower.run_plans
 
         def planted_run(*args, **kwargs):
-            trace = original(*args, **kwargs)
+            [trace] = original(*args, **kwargs)
             trace.attention[10] = trace.attention[10].clone()
             trace.attention[10][:, :, 0, 1 + planted] = 0.9  # the CLS query looks almost only at this patch
             trace.tokens[10] = trace.tokens[10].clone()
             trace.tokens[10][:, 1 + planted] = value  # and the token itself is huge
-            return trace
+            return [trace]
 
-        monkeypatch.setattr(model.tower, "run", planted_run)
+        monkeypatch.setattr(model.tower, "run_plans", planted_run)
         return model.dense_features(crops, return_aux=True)
 
     big, aux = run_with(torch.full((32,), 50.0))

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..config.schema import MethodSettings, StatsConfig
-from ..models.vit import BlockTrace, VisionTower
+from ..models.vit import BlockTrace, TrunkPlan, VisionTower
 from ..registry import Registry
 from .stats import layer_statistics
 
@@ -18,6 +18,10 @@ register_method = METHODS.register
 
 class DenseMethod(nn.Module, ABC):
     """Turns normalised crops (B, 3, H, W) into per-patch features (B, N, D) before L2 normalisation.
+
+    A method is two parts: `trunk_plan` says what it needs from the backbone (how many blocks, whose attention,
+    any mid-forward edit) and `features_from_trace` computes its features from the resulting `BlockTrace`.
+    Methods evaluated together share the trunk (`VisionTower.run_plans`); alone, `forward_features` runs it.
 
     A method is built from its own typed settings: `Settings` types the `method` config node (its knobs),
     `components` names the run-config parts it also receives as keyword arguments of the same name (the
@@ -35,8 +39,16 @@ class DenseMethod(nn.Module, ABC):
         self.stats = stats
 
     @abstractmethod
+    def trunk_plan(self) -> TrunkPlan:
+        """The blocks, attention probabilities and mid-forward edits this method reads from the backbone."""
+
+    @abstractmethod
+    def features_from_trace(self, trace: BlockTrace) -> Tuple[torch.Tensor, Dict[str, Any]]:
+        """(features (B, N, D), aux) from the trace of `trunk_plan()`; must not modify the trace's tensors."""
+
     def forward_features(self, images: torch.Tensor) -> Tuple[torch.Tensor, Dict[str, Any]]:
         """(features (B, N, D), aux) for normalised crops (B, 3, H, W)."""
+        return self.features_from_trace(self.tower.run_plans(images, [self.trunk_plan()])[0])
 
     def dense_features(
         self, images: torch.Tensor, return_aux: bool = False

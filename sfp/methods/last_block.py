@@ -8,6 +8,7 @@ from typing import ClassVar, Optional, Tuple
 
 import torch
 
+from ..models.vit import TrunkPlan
 from .base import DenseMethod
 
 
@@ -18,10 +19,12 @@ class LastBlockMethod(DenseMethod):
     def attention(self, q: torch.Tensor, k: torch.Tensor, grid: Tuple[int, int]) -> Optional[torch.Tensor]:
         """W per head, (B, heads, T, T); None means identity (each token attends only to itself)."""
 
-    def forward_features(self, images):
+    def trunk_plan(self) -> TrunkPlan:
+        return TrunkPlan(self.tower.depth - 1, frozenset(self.stats_layers()))
+
+    def features_from_trace(self, trace):
         tower = self.tower
         last = tower.depth - 1
-        trace = tower.run(images, num_blocks=last, attention_layers=self.stats_layers())
         h = trace.tokens[-1]
         q, k, v = tower.qkv(last, tower.ln_1(last, h))
         weights = self.attention(q, k, trace.grid)

@@ -18,6 +18,7 @@ from ..config.schema import (
     IntegratorSource, LayerIndices, MethodSettings, MitigatorConfig, NoNeighbour, StatsConfig,
 )
 from ..errors import ConfigError
+from ..models.vit import BlockTrace, TrunkPlan
 from .base import DenseMethod, register_method
 from .outliers import OutlierSets, detect_l2, detect_lof, detect_som, neighbour_fill
 from .similarity import aggregate, cosine, enhancer_attention, threshold
@@ -112,24 +113,29 @@ class SFPDense(DenseMethod):
         q, k, v = tower.qkv(last, tower.ln_1(last, patches))
         return tower.out_proj(last, weights(q, k) @ v)
 
-    def forward_features(self, images: torch.Tensor):
-        tower, mitigator = self.tower, self.mitigator
-        mitigating = mitigator.enabled
-        grid = self.grid_for(images.shape[-2], images.shape[-1])
+    def trunk_plan(self) -> TrunkPlan:
+        mitigator = self.mitigator
+        if not (mitigator.enabled and mitigator.layers):
+            return TrunkPlan(self.tower.depth - 1, frozenset(self._attention_layers()))
+        # The paper's "mitigate at each layer" variant: filled tokens feed the following blocks. Plans with
+        # the same detector and fill settings apply the same edit.
+        edit_key = ("neighbour_fill", mitigator.detector, mitigator.top_k, mitigator.cls_scale,
+                    mitigator.no_neighbour, mitigator.lof_neighbours, mitigator.lof_contamination)
+        return TrunkPlan(self.tower.depth - 1, frozenset(self._attention_layers()),
+                         frozenset(mitigator.layers), self._fill_mid_forward, edit_key)
 
-        def fill_mid_forward(j, tokens, attention):
-            # The paper's "mitigate at each layer" variant: filled tokens feed the following blocks.
-            if j not in mitigator.layers:
-                return tokens
-            filled, _ = self._fill(tokens[:, 1:], grid, self._detect(tokens, attention))
-            return torch.cat([tokens[:, :1], filled], dim=1)
+    def _fill_mid_forward(self, j: int, tokens: torch.Tensor, attention, grid) -> torch.Tensor:
+        filled, _ = self._fill(tokens[:, 1:], grid, self._detect(tokens, attention))
+        return torch.cat([tokens[:, :1], filled], dim=1)
 
-        trace = tower.run(images, num_blocks=tower.depth - 1, attention_layers=self._attention_layers(),
-                          after_block=fill_mid_forward if mitigating and mitigator.layers else None)
+    def features_from_trace(self, trace: BlockTrace):
+        tower, mitigating = self.tower, self.mitigator.enabled
+        grid = trace.grid
+        batch, device = trace.tokens[0].shape[0], trace.tokens[0].device
         h = trace.tokens
         h_detect = h[self.detect]
         outliers = self._detect(h_detect, trace.attention.get(self.detect)) if mitigating else \
-            OutlierSets.empty(images.shape[0], images.device)
+            OutlierSets.empty(batch, device)
         detect_patches, without_neighbour = self._fill(h_detect[:, 1:], grid, outliers)
 
         enhancer, aggregation = self.enhancer, self.aggregation

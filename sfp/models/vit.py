@@ -5,11 +5,16 @@ returns every block's output tokens, the attention probabilities of the blocks a
 optional hook after each block (for methods that edit tokens mid-forward). Methods rebuild the final block
 from its parts (`qkv`, `attend`, `out_proj`, `mlp`, `project`), so no method needs to touch the engine.
 Tokens are batch-first: (B, 1 + N, C), CLS first, patches in row-major order.
+
+`VisionTower.run_plans` runs the trunks of several methods at once: each method states what it needs as a
+`TrunkPlan`, and a block is computed once for all plans whose computation up to and including it is the same
+(the same blocks recorded with attention, the same mid-forward edits). Each plan's trace is therefore exactly
+what running that plan alone gives, bit for bit.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Optional, Tuple
+from typing import Callable, Collection, Dict, FrozenSet, Hashable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +24,28 @@ from ..errors import WeightsError
 
 # after_block(j, h_j, attention_j or None) -> tokens the following blocks consume
 BlockHook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
+# edit(j, h_j, attention_j or None, grid) -> tokens the following blocks consume
+TrunkEdit = Callable[[int, torch.Tensor, Optional[torch.Tensor], Tuple[int, int]], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrunkPlan:
+    """What a method needs from the backbone: blocks 0 .. num_blocks-1, the attention probabilities of
+    `attention_layers`, and an optional `edit` of the outputs of `edit_layers` (tokens filled mid-forward).
+
+    `edit_key` names the edit: plans with equal keys must apply the same function, so they share the block
+    outputs that follow it. Recording a block's attention computes that block by hand, whose output may differ
+    from open_clip's fused block in the last bits, so that choice is part of what two plans must agree on."""
+
+    num_blocks: int
+    attention_layers: FrozenSet[int] = frozenset()
+    edit_layers: FrozenSet[int] = frozenset()
+    edit: Optional[TrunkEdit] = None
+    edit_key: Hashable = None
+
+    def step(self, j: int) -> Tuple[bool, Hashable]:
+        """How block j is computed for this plan: (with attention?, edit key or None)."""
+        return j in self.attention_layers, self.edit_key if j in self.edit_layers else None
 
 
 @dataclass
@@ -81,17 +108,41 @@ class VisionTower(nn.Module):
         unless j is in attention_layers).
         """
         num_blocks = self.depth if num_blocks is None else num_blocks
+        edit = None if after_block is None else lambda j, h, attention, grid: after_block(j, h, attention)
+        plan = TrunkPlan(num_blocks, frozenset(attention_layers),
+                         frozenset(range(num_blocks)) if edit is not None else frozenset(), edit, edit_key=object())
+        return self.run_plans(images, [plan])[0]
+
+    def run_plans(self, images: torch.Tensor, plans: Sequence[TrunkPlan]) -> List[BlockTrace]:
+        """One trace per plan; blocks that several plans compute identically are computed once.
+
+        The plans form a prefix tree over blocks: a branch is a set of plans with the same tokens so far; at
+        block j it splits by how each plan computes the block (`TrunkPlan.step`), and each part computes it
+        once. Traces share the tensors of shared blocks (read-only)."""
         x, grid = self.embed(images)
-        trace = BlockTrace(tokens=[], grid=grid)
-        for j in range(num_blocks):
-            if j in attention_layers:
-                x, trace.attention[j] = self.block_with_attention(j, x)
-            else:
-                x = self.blocks[j](x)
-            if after_block is not None:
-                x = after_block(j, x, trace.attention.get(j))
-            trace.tokens.append(x)
-        return trace
+        traces = [BlockTrace(tokens=[], grid=grid) for _ in plans]
+        branches: List[Tuple[torch.Tensor, List[int]]] = [(x, list(range(len(plans))))]
+        for j in range(max((plan.num_blocks for plan in plans), default=0)):
+            split: List[Tuple[torch.Tensor, List[int]]] = []
+            for tokens, members in branches:
+                parts: Dict[Tuple[bool, Hashable], List[int]] = {}
+                for i in members:
+                    if plans[i].num_blocks > j:
+                        parts.setdefault(plans[i].step(j), []).append(i)
+                for (with_attention, edit_key), part in parts.items():
+                    if with_attention:
+                        out, attention = self.block_with_attention(j, tokens)
+                    else:
+                        out, attention = self.blocks[j](tokens), None
+                    if edit_key is not None:
+                        out = plans[part[0]].edit(j, out, attention, grid)
+                    for i in part:
+                        traces[i].tokens.append(out)
+                        if attention is not None:
+                            traces[i].attention[j] = attention
+                    split.append((out, part))
+            branches = split
+        return traces
 
     # ---- parts of a block, for methods that rebuild one -----------------------------------------------------
     def ln_1(self, j: int, x: torch.Tensor) -> torch.Tensor:
