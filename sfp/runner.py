@@ -1,7 +1,9 @@
-"""One job: load the model once, evaluate every configured dataset, log to W&B and write results.json.
+"""Jobs: load the model once, evaluate every configured dataset, log to W&B and write results.json per job.
 
-Independent of Hydra: `run_job(cfg, output_dir, choices)` works from a notebook with `sfp.compose(...)`. The
-config is turned into typed settings once, on entry; the device is resolved once, here, and passed down.
+Independent of Hydra: `run_job(cfg, output_dir, choices)` and `run_jobs(configs, output_dirs)` work from a
+notebook with `sfp.compose(...)`. Jobs that can share a pass over the images (`sfp.grouping`) are evaluated
+together, each still with its own record and W&B run. Configs are turned into typed settings once, on entry;
+the device is resolved once per pass, here, and passed down.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -19,17 +21,20 @@ from PIL import Image
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from .assembly import ConfigLike, build_model, to_run_config
+from .assembly import ConfigLike, build_method, build_model, check_geometry, to_run_config
 from .config.schema import COMPONENT_GROUPS, RunConfig, settings_dict
 from .data import SegmentationDataset, build_dataset
 from .engine.device import resolve_device
 from .engine.distributed import Ranks, gather_objects, init_from_env, shard, sum_tensor
+from .errors import NumericalError, SFPError
+from .grouping import GroupedSegmenter, group_indices
 from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
 from .models.dense import DenseModel
-from .segmenter import Segmenter
-from .tracking.resume import config_fingerprint, refuse_other_configuration
-from .tracking.results_store import RESULTS_FILENAME, ResultsError, build_record, to_jsonable, write_json_atomic
+from .tracking.resume import completed_record, config_fingerprint, refuse_other_configuration
+from .tracking.results_store import (
+    RESULTS_FILENAME, ResultsError, build_record, read_results, to_jsonable, write_json_atomic,
+)
 from .tracking.wandb_tracker import make_tracker
 
 log = logging.getLogger(__name__)
@@ -56,44 +61,141 @@ def tracker_config(config: Dict[str, Any], choices: Dict[str, str]) -> Dict[str,
     return {**config, **flat}
 
 
+@dataclass
+class Job:
+    """One configuration to evaluate, and where and under which names its record and W&B run go."""
+
+    run: RunConfig
+    output_dir: Path
+    choices: Dict[str, str] = field(default_factory=dict)
+    group: Optional[str] = None  # the W&B group (default: tracker.group)
+    name: Optional[str] = None  # the W&B run name
+    number: int = 0  # the job's index in a sweep (picks the GPU with inference.device=auto)
+
+
+@dataclass
+class JobResult:
+    """What became of one job: its record, or the error that stopped it; `resumed` when it was already done."""
+
+    output_dir: Path
+    record: Optional[Dict[str, Any]] = None
+    error: Optional[BaseException] = None
+    resumed: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 def run_job(cfg: ConfigLike, output_dir: str | Path, choices: Optional[Dict[str, str]] = None,
             group: Optional[str] = None, job_name: Optional[str] = None, job_number: int = 0) -> Dict[str, Any]:
     """Evaluate every dataset of `cfg` and return the record written to `<output_dir>/results.json`.
 
     job_number: the job's index in a sweep; with several GPUs and `inference.device=auto`, job k takes GPU
-    k mod (number of GPUs)."""
-    run = to_run_config(cfg)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    choices = dict(choices or {})
-    config = settings_dict(run)
-    refuse_other_configuration(output_dir, config)  # a finished record of another configuration stays as it is
-    ranks = init_from_env()  # several processes under torchrun: rank 0 logs and writes
-    tracker = make_tracker(
-        run.tracker.backend.value if ranks.is_main else "none",
-        project=run.tracker.project, entity=run.tracker.entity, mode=run.tracker.mode.value,
-        group=run.tracker.group or group, name=job_name, tags=list(run.tracker.tags),
-        config=tracker_config(config, choices), dir=str(output_dir),
-    )
-    started = time.perf_counter()
-    metrics: Dict[str, Any] = {}
-    timing: Dict[str, Any] = {}
-    class_files: Dict[str, str] = {}
-    protocols: Dict[str, Any] = {}
-    outlier_stats: Dict[str, Any] = {}
-    model_info: Dict[str, Any] = {}
+    k mod (number of GPUs). Raises the job's error."""
+    job = Job(to_run_config(cfg), Path(output_dir), dict(choices or {}), group, job_name, job_number)
+    [result] = evaluate_jobs([job])
+    if result.error is not None:
+        raise result.error
+    return result.record
 
-    def write(status: str) -> Dict[str, Any]:
-        record = build_record(config, choices, metrics, timing, class_files, status=status,
-                              extra={"protocol": protocols, "model": model_info, "outlier_stats": outlier_stats,
-                                     "fingerprint": config_fingerprint(config), "world_size": ranks.world})
-        if ranks.is_main:
-            path = output_dir / RESULTS_FILENAME
+
+def run_jobs(configs: Sequence[ConfigLike], output_dirs: Sequence[str | Path],
+             choices: Optional[Sequence[Dict[str, str]]] = None, group: Optional[str] = None,
+             names: Optional[Sequence[str]] = None, grouped: bool = True,
+             max_variants: Optional[int] = None) -> List[JobResult]:
+    """Evaluate several configurations, each into its own output directory, sharing work where possible.
+
+    Configurations that differ only in per-variant settings (method, components, statistics, templates,
+    thresholds, ...) are evaluated in one pass over the images (see `sfp.grouping`); with grouped=False each
+    is evaluated alone. Each job keeps its own results.json, W&B run and resume behaviour; a job that fails
+    (invalid configuration, non-finite numbers) fails alone. Returns one JobResult per configuration."""
+    if len(configs) != len(output_dirs):
+        raise ValueError(f"{len(configs)} configurations but {len(output_dirs)} output directories")
+    results: List[Optional[JobResult]] = [None] * len(configs)
+    jobs: List[Job] = []
+    positions: List[int] = []
+    for index, (cfg, output_dir) in enumerate(zip(configs, output_dirs)):
+        try:
+            run = to_run_config(cfg)
+        except SFPError as exc:
+            log.error("job %d (%s): %s", index, output_dir, exc)
+            results[index] = JobResult(Path(output_dir), error=exc)
+            continue
+        jobs.append(Job(run, Path(output_dir), dict(choices[index]) if choices else {}, group,
+                        names[index] if names else None, index))
+        positions.append(index)
+    for position, result in zip(positions, evaluate_jobs(jobs, grouped=grouped, max_variants=max_variants)):
+        results[position] = result
+    return results
+
+
+def evaluate_jobs(jobs: Sequence[Job], grouped: bool = True, max_variants: Optional[int] = None) -> List[JobResult]:
+    """Evaluate typed jobs: resumed ones are skipped, the rest grouped into shared passes (see `run_jobs`)."""
+    results: List[Optional[JobResult]] = [None] * len(jobs)
+    pending: List[int] = []
+    for index, job in enumerate(jobs):
+        config = settings_dict(job.run)
+        try:
+            if job.run.resume:
+                done = completed_record(job.output_dir, config_fingerprint(config))
+                if done is not None:
+                    log.info("resume: %s is complete for this configuration; skipping the job", done)
+                    results[index] = JobResult(job.output_dir, read_results(done), resumed=True)
+                    continue
+            refuse_other_configuration(job.output_dir, config)  # another configuration's record stays as it is
+        except SFPError as exc:
+            log.error("%s", exc)
+            results[index] = JobResult(job.output_dir, error=exc)
+            continue
+        pending.append(index)
+    runs = [jobs[i].run for i in pending]
+    groups = group_indices(runs, max_variants) if grouped else [[i] for i in range(len(runs))]
+    for members in groups:
+        indices = [pending[i] for i in members]
+        for index, result in zip(indices, _evaluate_group([jobs[i] for i in indices])):
+            results[index] = result
+    return results
+
+
+class _JobRecorder:
+    """One job's record and W&B run while its group is evaluated: datasets are added as they finish."""
+
+    def __init__(self, job: Job, ranks: Ranks, concurrent: bool):
+        self.job, self.ranks = job, ranks
+        job.output_dir.mkdir(parents=True, exist_ok=True)
+        self.config = settings_dict(job.run)
+        tracker = job.run.tracker
+        self.tracker = make_tracker(
+            tracker.backend.value if ranks.is_main else "none",
+            project=tracker.project, entity=tracker.entity, mode=tracker.mode.value,
+            group=tracker.group or job.group, name=job.name, tags=list(tracker.tags),
+            config=tracker_config(self.config, job.choices), dir=str(job.output_dir),
+            **({"settings": {"reinit": "create_new"}} if concurrent else {}),  # several runs open in one process
+        )
+        self.started = time.perf_counter()
+        self.metrics: Dict[str, Any] = {}
+        self.timing: Dict[str, Any] = {}
+        self.class_files: Dict[str, str] = {}
+        self.protocols: Dict[str, Any] = {}
+        self.outlier_stats: Dict[str, Any] = {}
+        self.model_info: Dict[str, Any] = {}
+        self.evaluation: Dict[str, Any] = {}
+        self.error: Optional[BaseException] = None
+
+    def write(self, status: str) -> Dict[str, Any]:
+        record = build_record(self.config, self.job.choices, self.metrics, self.timing, self.class_files,
+                              status=status,
+                              extra={"protocol": self.protocols, "model": self.model_info,
+                                     "outlier_stats": self.outlier_stats, "evaluation": self.evaluation,
+                                     "fingerprint": config_fingerprint(self.config), "world_size": self.ranks.world})
+        if self.ranks.is_main:
+            path = self.job.output_dir / RESULTS_FILENAME
             try:
                 write_json_atomic(path, record)
             except OSError as exc:  # a full or read-only disk: the numbers must not be lost with the file
                 print(f"metrics computed so far (not written to {path}):\n"
-                      + json.dumps(to_jsonable(metrics), indent=2), file=sys.stderr, flush=True)
+                      + json.dumps(to_jsonable(self.metrics), indent=2), file=sys.stderr, flush=True)
                 error = ResultsError(f"could not write {path}: {exc.strerror or exc}; the metrics computed so far "
                                      "are printed above")
                 if status == "complete":
@@ -101,67 +203,178 @@ def run_job(cfg: ConfigLike, output_dir: str | Path, choices: Optional[Dict[str,
                 log.error("%s; evaluation goes on and the record is written again after the next dataset", error)
         return record
 
-    # Check every dataset's files before spending time on the model.
-    datasets = {key: build_dataset(run.datasets[key], key=key) for key in run.datasets}
-    with tracker:
+    def add_dataset(self, key: str, outcome: "DatasetOutcome") -> None:
+        self.metrics[key] = outcome.metrics
+        self.protocols[key] = outcome.protocol
+        self.class_files[key] = outcome.class_file_sha256
+        if outcome.outlier_stats:
+            self.outlier_stats[key] = outcome.outlier_stats
+            self.tracker.log_layer_stats(key, outcome.outlier_stats)
+        self.timing[key] = {"seconds": outcome.seconds,
+                            "images_per_s": outcome.metrics["n_images"] / max(outcome.seconds, 1e-9)}
+        self.tracker.log_dataset(key, outcome.metrics, list(outcome.metrics["per_class_iou"]), outcome.overlays)
+        self.write("partial")  # a crash in a later dataset keeps this one
+
+    def complete(self) -> Dict[str, Any]:
+        mean = float(np.mean([m["miou"] for m in self.metrics.values()])) if self.metrics else float("nan")
+        self.tracker.log_summary({"miou/mean": mean})
+        self.timing["total_s"] = time.perf_counter() - self.started
+        return self.write("complete")
+
+
+def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
+    """Evaluate jobs that share a pass (see `sfp.grouping.group_key`): one model load, one pass per dataset."""
+    ranks = init_from_env()  # several processes under torchrun: rank 0 logs and writes
+    lead = jobs[0].run
+    recorders: List[_JobRecorder] = []
+    results: List[Optional[JobResult]] = [None] * len(jobs)
+    try:
+        # Check every dataset's files before spending time on the model.
+        datasets = {key: build_dataset(lead.datasets[key], key=key) for key in lead.datasets}
+        recorders = [_JobRecorder(job, ranks, concurrent=len(jobs) > 1) for job in jobs]
+        for recorder in recorders:
+            recorder.tracker.start()
         load_started = time.perf_counter()
-        model = build_model(run, device=_device(run, ranks, job_number))
-        timing["model_load_s"] = time.perf_counter() - load_started
-        model_info.update(source=model.source, is_real_clip=model.is_real_clip)
-        _warn_unused_components(run, model)
+        models = _group_models([job.run for job in jobs], _device(lead, ranks, jobs[0].number))
+        load_s = time.perf_counter() - load_started
+        if len(jobs) > 1:
+            log.info("one pass for %d jobs: %s", len(jobs), ", ".join(str(job.name or job.output_dir) for job in jobs))
+        for recorder, model in zip(recorders, models):
+            recorder.timing["model_load_s"] = load_s
+            recorder.model_info.update(source=model.source, is_real_clip=model.is_real_clip)
+            recorder.evaluation.update(jobs_in_pass=len(jobs))
+            _warn_unused_components(recorder.job.run, model)
+        live = [True] * len(jobs)
         for key, dataset in datasets.items():
-            outcome = evaluate_dataset(run, dataset, model, output_dir, ranks)
-            metrics[key] = outcome.metrics
-            protocols[key] = outcome.protocol
-            class_files[key] = outcome.class_file_sha256
-            if outcome.outlier_stats:
-                outlier_stats[key] = outcome.outlier_stats
-                tracker.log_layer_stats(key, outcome.outlier_stats)
-            timing[key] = {"seconds": outcome.seconds,
-                           "images_per_s": outcome.metrics["n_images"] / max(outcome.seconds, 1e-9)}
-            tracker.log_dataset(key, outcome.metrics, list(outcome.metrics["per_class_iou"]), outcome.overlays)
-            write("partial")  # a crash in a later dataset keeps this one
-        mean = float(np.mean([m["miou"] for m in metrics.values()])) if metrics else float("nan")
-        tracker.log_summary({"miou/mean": mean})
-        timing["total_s"] = time.perf_counter() - started
-        return write("complete")
+            outcomes = evaluate_dataset_group([job.run for job in jobs], dataset, models,
+                                              [job.output_dir for job in jobs], ranks, live)
+            for i, outcome in enumerate(outcomes):
+                if isinstance(outcome, BaseException):
+                    _fail(recorders[i], outcome, f"dataset {key!r}")
+                    live[i] = False
+                elif outcome is not None:
+                    recorders[i].add_dataset(key, outcome)
+            if not any(live):
+                break
+        for i, recorder in enumerate(recorders):
+            try:
+                if not live[i]:
+                    raise recorder.error
+                results[i] = JobResult(recorder.job.output_dir, recorder.complete())
+            except SFPError as exc:  # this job's record could not be written
+                results[i] = JobResult(recorder.job.output_dir, error=exc)
+    except SFPError as exc:  # a failure of the whole pass (data files, weights): every job of it fails
+        log.error("%s", exc)
+        for i, job in enumerate(jobs):
+            if results[i] is None:
+                results[i] = JobResult(job.output_dir, error=exc)
+    finally:
+        for i, recorder in enumerate(recorders):
+            recorder.tracker.finish(exit_code=0 if results[i] is not None and results[i].ok else 1)
+    return [result if result is not None else JobResult(job.output_dir, error=RuntimeError("not evaluated"))
+            for result, job in zip(results, jobs)]
+
+
+def _fail(recorder: _JobRecorder, error: BaseException, where: str) -> None:
+    recorder.error = error
+    log.error("job %s failed on %s: %s", recorder.job.name or recorder.job.output_dir, where, error)
+
+
+def _group_models(runs: Sequence[RunConfig], device: torch.device) -> List[DenseModel]:
+    """The first run's model, and for every other run its own method over the same loaded backbone."""
+    lead = build_model(runs[0], device=device)
+    models = [lead]
+    for run in runs[1:]:
+        check_geometry(run, lead.patch_size)
+        method = build_method(lead.tower, run)
+        models.append(DenseModel(lead.clip, lead.tokenizer, method, lead.source, run.backbone.is_real_clip)
+                      .to(device).eval())
+    return models
 
 
 def evaluate_dataset(run: RunConfig, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
                      ranks: Ranks = Ranks()) -> DatasetOutcome:
+    [outcome] = evaluate_dataset_group([run], dataset, [model], [output_dir], ranks)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDataset, models: Sequence[DenseModel],
+                           output_dirs: Sequence[Path], ranks: Ranks = Ranks(),
+                           live: Optional[Sequence[bool]] = None) -> List[Any]:
+    """One pass over `dataset` for several variants: images are decoded, resized and windowed once, the
+    backbone's shared blocks run once per batch of windows. Returns per variant its DatasetOutcome, the
+    SFPError that stopped it, or None when live[i] was False."""
     started = time.perf_counter()
-    key = dataset.key
-    segmenter = Segmenter(run, dataset=key, model=model, class_names=dataset.class_names)
-    accumulator = IoUAccumulator(dataset.num_classes)
-    prediction_dir = output_dir / "predictions" / key if run.save_predictions else None
-    if prediction_dir is not None:
-        prediction_dir.mkdir(parents=True, exist_ok=True)
-    overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    stats = LayerStatsAccumulator() if run.stats.enabled else None
+    key, lead = dataset.key, runs[0]
+    live = list(live) if live is not None else [True] * len(runs)
+    segmenter = GroupedSegmenter(runs, models, key, class_names=dataset.class_names)
+    accumulators = [IoUAccumulator(dataset.num_classes) for _ in runs]
+    prediction_dirs = [output_dir / "predictions" / key if run.save_predictions else None
+                       for run, output_dir in zip(runs, output_dirs)]
+    for directory in prediction_dirs:
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+    overlays: List[List[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in runs]
+    stats = [LayerStatsAccumulator() if run.stats.enabled else None for run in runs]
+    errors: Dict[int, BaseException] = {}
     images = Subset(dataset, shard(len(dataset), ranks)) if ranks.enabled else dataset
-    loader = DataLoader(images, batch_size=run.inference.images_per_batch, shuffle=False,
-                        num_workers=run.inference.num_workers, collate_fn=list)
-    for batch in tqdm(loader, desc=key, unit="batch", dynamic_ncols=True, disable=not ranks.is_main):
-        predictions = segmenter.predict_batch([sample.image for sample in batch],
-                                              aux_sink=stats.update if stats is not None else None,
-                                              names=[f"dataset {key!r}, image {sample.image_path}" for sample in batch])
-        for sample, prediction in zip(batch, predictions):
-            accumulator.update(prediction, sample.label)
-            if prediction_dir is not None:
-                save_label_png(prediction, prediction_dir / f"{sample.name}.png")
-            if ranks.is_main and len(overlays) < run.tracker.num_overlays:
-                overlays.append((sample.image, prediction, sample.label))
-    if ranks.enabled:  # global sums of intersections and unions, never an average of per-rank mIoUs
-        n_images = int(sum_tensor(torch.tensor([accumulator.n_images]), ranks).item())
-        accumulator = IoUAccumulator.from_state_tensor(sum_tensor(accumulator.state_tensor(), ranks),
-                                                       n_images=n_images)
-        if stats is not None:
-            gathered = gather_objects(stats, ranks)  # every rank must take part
-            for other in gathered[1:] if ranks.is_main else []:
-                stats.merge(other)
-    metrics = accumulator.compute().as_record(class_display_names(dataset, segmenter.protocol.prob_thd))
-    return DatasetOutcome(metrics, segmenter.protocol.as_dict(), dataset.class_names.sha256,
-                          time.perf_counter() - started, overlays, stats.result() if stats is not None else {})
+    loader = DataLoader(images, batch_size=lead.inference.images_per_batch, shuffle=False,
+                        num_workers=lead.inference.num_workers, collate_fn=list)
+    description = key if len(runs) == 1 else f"{key} ({sum(live)} variants, {segmenter.trunks} trunks)"
+    for batch in tqdm(loader, desc=description, unit="batch", dynamic_ncols=True, disable=not ranks.is_main):
+        active = [ok and i not in errors for i, ok in enumerate(live)]
+        if not any(active):
+            break
+        predictions = segmenter.predict_batch(
+            [sample.image for sample in batch], [s.update if s is not None else None for s in stats],
+            names=[f"dataset {key!r}, image {sample.image_path}" for sample in batch], live=active)
+        for i, variant_predictions in enumerate(predictions):
+            if variant_predictions is None:
+                continue
+            if isinstance(variant_predictions, BaseException):
+                errors[i] = variant_predictions
+                continue
+            for sample, prediction in zip(batch, variant_predictions):
+                accumulators[i].update(prediction, sample.label)
+                if prediction_dirs[i] is not None:
+                    save_label_png(prediction, prediction_dirs[i] / f"{sample.name}.png")
+                if ranks.is_main and len(overlays[i]) < runs[i].tracker.num_overlays:
+                    overlays[i].append((sample.image, prediction, sample.label))
+    seconds = time.perf_counter() - started
+    if ranks.enabled:  # a variant that failed on any rank fails on every rank, so all take the same reductions
+        failed = sum_tensor(torch.tensor([float(i in errors) for i in range(len(runs))]), ranks)
+        for i in map(int, torch.nonzero(failed).flatten()):
+            errors.setdefault(i, NumericalError(f"dataset {key!r}: the variant failed on another rank"))
+    outcomes: List[Any] = []
+    for i, run in enumerate(runs):
+        if not live[i]:
+            outcomes.append(None)
+            continue
+        if i in errors:
+            outcomes.append(errors[i])
+            continue
+        accumulator, variant_stats = accumulators[i], stats[i]
+        if ranks.enabled:
+            accumulator, variant_stats = _reduce(accumulator, variant_stats, ranks)
+        protocol = segmenter.segmenters[i].protocol
+        metrics = accumulator.compute().as_record(class_display_names(dataset, protocol.prob_thd))
+        outcomes.append(DatasetOutcome(metrics, protocol.as_dict(), dataset.class_names.sha256, seconds,
+                                       overlays[i], variant_stats.result() if variant_stats is not None else {}))
+    return outcomes
+
+
+def _reduce(accumulator: IoUAccumulator, stats: Optional[LayerStatsAccumulator],
+            ranks: Ranks) -> Tuple[IoUAccumulator, Optional[LayerStatsAccumulator]]:
+    """Global sums of intersections and unions, never an average of per-rank mIoUs; statistics merged."""
+    n_images = int(sum_tensor(torch.tensor([accumulator.n_images]), ranks).item())
+    accumulator = IoUAccumulator.from_state_tensor(sum_tensor(accumulator.state_tensor(), ranks), n_images=n_images)
+    if stats is not None:
+        gathered = gather_objects(stats, ranks)  # every rank must take part
+        for other in gathered[1:] if ranks.is_main else []:
+            stats.merge(other)
+    return accumulator, stats
 
 
 def _device(run: RunConfig, ranks: Ranks, job_number: int) -> torch.device:
@@ -214,6 +427,14 @@ def format_table(record: Dict[str, Any]) -> str:
             "These numbers only show that the pipeline runs end to end; they say nothing about CLIP or SFP."
         )
     return "\n".join(lines)
+
+
+def print_result(result: JobResult) -> None:
+    """A finished job's table and record path, as the command line prints them (nothing for a resumed or
+    failed job: their lines are in the log)."""
+    if result.ok and not result.resumed:
+        print(format_table(result.record))
+        print(f"results: {result.output_dir / RESULTS_FILENAME}", flush=True)
 
 
 def _pct(value: Optional[float]) -> str:

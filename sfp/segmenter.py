@@ -51,14 +51,14 @@ class Segmenter:
         """Per image, (Q, H, W) query logits at the image's size; aux_sink receives each forward's aux.
         `names` (e.g. file names) only serve the error messages."""
         for index, image in enumerate(images):
-            self._check_image(image, names[index] if names is not None else f"image {index}")
+            self.check_image(image, names[index] if names is not None else f"image {index}")
         return sliding_window_logits(
             self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
             batch_size=self.batch_size, device=self.model.device, dtype=self.dtype,
             aux_sink=aux_sink, names=names, check_finite=self.check_finite,
         )
 
-    def _check_image(self, image: np.ndarray, name: str) -> None:
+    def check_image(self, image: np.ndarray, name: str) -> None:
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DataError(f"{name}: expected an (H, W, 3) uint8 RGB array, got "
                             f"{getattr(image, 'shape', type(image).__name__)} {getattr(image, 'dtype', '')}".rstrip())

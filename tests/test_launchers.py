@@ -21,11 +21,13 @@ def test_a_sweep_through_a_launcher_plugin_gives_one_complete_record_per_job(tin
     assert all(r["status"] == "complete" for r in records)
 
 
-def test_the_slurm_launcher_asks_for_one_gpu_per_job_and_logs_offline():
+def test_the_slurm_launcher_submits_one_gpu_task_per_group_and_logs_offline():
     launcher = sfp.compose_config(["hydra/launcher=slurm"], return_hydra_config=True).hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert launcher.gpus_per_node == 1 and launcher.array_parallelism >= 1 and launcher.timeout_min > 0
-    assert "export WANDB_MODE=offline" in launcher.setup
+    assert launcher._target_ == "hydra_plugins.sfp_launcher.SFPLauncher" and launcher.group
+    inner = launcher.inner
+    assert inner._target_.endswith("SlurmLauncher")
+    assert inner.gpus_per_node == 1 and inner.array_parallelism >= 1 and inner.timeout_min > 0
+    assert "export WANDB_MODE=offline" in inner.setup
 
 
 def test_sweep_directories_carry_microseconds_so_two_sweeps_started_in_one_second_stay_apart():

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import nullcontext
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -27,6 +28,22 @@ def autocast_context(device: torch.device, dtype: torch.dtype):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class LogitHead:
+    """One variant's view of a shared forward pass: which feature output it reads (`slot`), its text queries
+    and protocol (logit scale, PAMR; the window geometry is shared), and where its aux outputs go."""
+
+    queries: QueryEmbeddings
+    protocol: Protocol
+    slot: int = 0
+    aux_sink: Optional[AuxSink] = None
+    check_finite: bool = True
+
+
+# crops (B, 3, h, w) -> one (features (B, N, D), aux or None) per slot
+SharedFeatureFn = Callable[[torch.Tensor], Sequence[Tuple[torch.Tensor, Optional[Dict[str, Any]]]]]
+
+
 @torch.no_grad()
 def sliding_window_logits(
     features_fn: FeatureFn,
@@ -46,7 +63,40 @@ def sliding_window_logits(
     aux_sink, when given, receives the method's auxiliary outputs of every forward pass (e.g. statistics).
     With check_finite, non-finite features or logits raise NumericalError naming the stage and the images
     (`names`, default "image <index>")."""
+    if aux_sink is None:
+        shared = lambda crops: [(features_fn(crops), None)]  # noqa: E731
+    else:
+        shared = lambda crops: [features_fn(crops, return_aux=True)]  # noqa: E731
+    [result] = shared_window_logits(shared, images, [LogitHead(queries, protocol, 0, aux_sink, check_finite)],
+                                    patch_size, batch_size, device, dtype, names)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+@torch.no_grad()
+def shared_window_logits(
+    features_fn: SharedFeatureFn,
+    images: Sequence[np.ndarray],
+    heads: Sequence[LogitHead],
+    patch_size: Tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    names: Optional[Sequence[str]] = None,
+) -> List[Union[List[torch.Tensor], NumericalError]]:
+    """`sliding_window_logits` for several variants at once: each image is resized and cut into windows once,
+    `features_fn` runs once per batch of windows, and each head turns its slot's features into its own logits.
+
+    Returns, per head, its per-image logits, or the NumericalError that stopped it (the other heads go on;
+    when every head has stopped, so does the pass). Each head's logits are those of a separate call."""
     names = list(names) if names is not None else [f"image {i}" for i in range(len(images))]
+    protocol = heads[0].protocol
+    geometry = ("short_side", "max_long_side", "crop", "stride")
+    for head in heads[1:]:
+        differing = [g for g in geometry if getattr(head.protocol, g) != getattr(protocol, g)]
+        if differing:
+            raise ValueError(f"heads of one pass must share the window geometry; {differing} differ")
     resized = []
     for image in images:
         size = rescaled_size(image.shape[0], image.shape[1], protocol.short_side, protocol.max_long_side)
@@ -58,10 +108,11 @@ def sliding_window_logits(
     sizes = [(img.shape[1], img.shape[2]) for img in resized]
     offsets = np.cumsum([0] + [h * w for h, w in sizes])
     pixels = torch.cat([img.reshape(3, -1) for img in resized], dim=1)
-    num_queries = queries.embeddings.shape[0]
     # Queries innermost: each window pixel adds one contiguous row (a far faster index_add than a column).
-    sums = torch.zeros(int(offsets[-1]), num_queries, device=device)
+    sums = [torch.zeros(int(offsets[-1]), head.queries.embeddings.shape[0], device=device) for head in heads]
     counts = torch.zeros(int(offsets[-1]), device=device)
+    texts = [head.queries.embeddings.float() for head in heads]
+    failed: Dict[int, NumericalError] = {}
 
     # Windows of equal size (all of them, unless an image is smaller than the crop) share forward passes.
     groups: Dict[Tuple[int, int], List[Tuple[int, int, int, int]]] = defaultdict(list)
@@ -69,40 +120,65 @@ def sliding_window_logits(
         for window in sliding_windows(height, width, protocol.crop, protocol.stride):
             groups[window.size].append((int(offsets[index]), width, window.top, window.left))
 
-    text = queries.embeddings.float()
     for (height, width), placements in groups.items():
         index = _window_indices(placements, height, width, device)  # (n, h * w)
         counts.index_add_(0, index.flatten(), torch.ones(index.numel(), device=device))
         grid = (height // patch_size[0], width // patch_size[1])
         for start in range(0, len(placements), batch_size):
+            if len(failed) == len(heads):
+                break
             chunk = index[start:start + batch_size]
             crops = pixels[:, chunk.flatten()].view(3, len(chunk), height, width).transpose(0, 1)
             with autocast_context(device, dtype):
-                if aux_sink is None:
-                    features = features_fn(crops)
-                else:
-                    features, aux = features_fn(crops, return_aux=True)
-                    aux_sink(aux)
-            if check_finite and not torch.isfinite(features).all():
-                owners = sorted({int(np.searchsorted(offsets, int(o), side="right")) - 1 for o in chunk[:, 0]})
-                raise NumericalError(f"non-finite dense features (NaN or inf) from the method, in windows of "
-                                     f"{', '.join(names[i] for i in owners)}")
-            features = F.normalize(features.float(), dim=-1)
-            logits = protocol.logit_scale * features @ text.T  # (b, N, Q)
-            # (b, Q, gh, gw) in channels-last memory: upsampled without a copy, and the result's rows of Q
-            # values are the index_add rows.
-            logits = logits.view(len(chunk), *grid, num_queries).permute(0, 3, 1, 2)
-            logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=False)
-            sums.index_add_(0, chunk.flatten(), logits.permute(0, 2, 3, 1).reshape(-1, num_queries))
+                outputs = features_fn(crops)
+            for h, head in enumerate(heads):
+                if h in failed:
+                    continue
+                features, aux = outputs[head.slot]
+                if head.aux_sink is not None:
+                    head.aux_sink(aux)
+                if head.check_finite and not torch.isfinite(features).all():
+                    owners = sorted({int(np.searchsorted(offsets, int(o), side="right")) - 1 for o in chunk[:, 0]})
+                    failed[h] = NumericalError(f"non-finite dense features (NaN or inf) from the method, in "
+                                               f"windows of {', '.join(names[i] for i in owners)}")
+                    continue
+                _add_window_logits(sums[h], features, texts[h], head.protocol.logit_scale, chunk, grid,
+                                   (height, width))
 
-    averaged = sums / counts[:, None]
+    results: List[Union[List[torch.Tensor], NumericalError]] = []
+    for h, head in enumerate(heads):
+        if h in failed:
+            results.append(failed[h])
+            continue
+        try:
+            results.append(_image_logits(sums[h] / counts[:, None], images, resized, sizes, offsets, head, names))
+        except NumericalError as exc:
+            results.append(exc)
+    return results
+
+
+def _add_window_logits(sums: torch.Tensor, features: torch.Tensor, text: torch.Tensor, logit_scale: float,
+                       chunk: torch.Tensor, grid: Tuple[int, int], size: Tuple[int, int]) -> None:
+    num_queries = text.shape[0]
+    features = F.normalize(features.float(), dim=-1)
+    logits = logit_scale * features @ text.T  # (b, N, Q)
+    # (b, Q, gh, gw) in channels-last memory: upsampled without a copy, and the result's rows of Q
+    # values are the index_add rows.
+    logits = logits.view(len(chunk), *grid, num_queries).permute(0, 3, 1, 2)
+    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+    sums.index_add_(0, chunk.flatten(), logits.permute(0, 2, 3, 1).reshape(-1, num_queries))
+
+
+def _image_logits(averaged: torch.Tensor, images, resized, sizes, offsets, head: LogitHead,
+                  names: Sequence[str]) -> List[torch.Tensor]:
+    protocol, num_queries = head.protocol, averaged.shape[1]
     outputs = []
     for image, resized_image, (height, width), offset in zip(images, resized, sizes, offsets):
         # (1, Q, h, w) in channels-last memory; later per-pixel reductions over Q read contiguous rows.
         logits = averaged[offset:offset + height * width].view(1, height, width, num_queries).permute(0, 3, 1, 2)
         if protocol.pamr_steps:
             logits = pamr(resized_image[None], logits, protocol.pamr_steps, protocol.pamr_dilations)
-        if check_finite and not torch.isfinite(logits).all():
+        if head.check_finite and not torch.isfinite(logits).all():
             raise NumericalError(f"non-finite logits (NaN or inf) for {names[len(outputs)]}")
         outputs.append(
             F.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False, antialias=False)[0]
