@@ -13,6 +13,15 @@ are built first and timed in interleaved rounds (every variant, every measuremen
 `same_metrics_as_batch1` whether both gave identical intersections and unions. The last printed line is one
 JSON object with every figure, keyed by device, variant and backbone. Weights are random (the backbone's
 architecture without its pretrained tag), so no download is needed; the numbers measure cost, not quality.
+
+    python -m sfp.bench --study ablation_components main_table --images 4      # shared passes vs one by one
+
+`--study NAME` times a named experiment's grid (restricted to each of `--backbones`) on the same files, in one
+process: every job evaluated alone, one after another (`separate_s`), and the jobs in shared passes
+(`grouped_s`), model loading excluded from both (it is negligible over a real benchmark); best of
+`--repeats` interleaved rounds after one untimed warm-up job. `identical` says whether every job's
+intersections and unions are equal in both modes. The per-layer statistics are as the experiment sets them
+(on), whatever `--stats` says; templates are the single prompt in both modes, as above.
 """
 from __future__ import annotations
 
@@ -155,6 +164,43 @@ class VariantBench:
         }
 
 
+def study_figures(experiment: str, backbone: str, common: Sequence[str], work_dir: Path,
+                  repeats: int) -> Dict[str, object]:
+    """Time one experiment's grid on one backbone: every job alone vs the jobs in shared passes."""
+    import sfp
+    from sfp.config.compose import sweep_jobs
+    from sfp.grouping import group_indices
+    from sfp.runner import run_jobs
+
+    sfp.compose_config()  # registers the schemas sweep_jobs composes with
+    jobs: List[List[str]] = []  # the grid with its backbone axis replaced by this backbone
+    for job in sweep_jobs([f"+experiment={experiment}"]):
+        job = [o for o in job if not o.startswith("backbone=")]
+        if job not in jobs:
+            jobs.append(job)
+    runs = [sfp.compose(job + [f"backbone={backbone}", *common]) for job in jobs]
+    with contextlib.redirect_stderr(io.StringIO()):  # the progress bars
+        run_jobs(runs[:1], [work_dir / f"{experiment}-{backbone}-warm-up"])  # kernels, text embeddings
+    best = {"separate": float("inf"), "grouped": float("inf")}
+    outcomes = {}
+    for round_ in range(repeats):
+        for mode in best:
+            dirs = [work_dir / f"{experiment}-{backbone}-{mode}-{round_}-{i}" for i in range(len(runs))]
+            started = time.perf_counter()
+            with contextlib.redirect_stderr(io.StringIO()):
+                results = run_jobs(runs, dirs, grouped=mode == "grouped")
+            wall = time.perf_counter() - started
+            failed = [str(r.error) for r in results if not r.ok]
+            if failed:
+                raise SystemExit(f"study {experiment} on {backbone}: a job failed: {failed[0]}")
+            loading = sum(r.record["timing"]["model_load_s"] / r.record["evaluation"]["jobs_in_pass"] for r in results)
+            best[mode] = min(best[mode], wall - loading)
+            outcomes[mode] = [r.record["areas"] for r in results]
+    return {"variants": len(runs), "groups": len(group_indices(runs)), "separate_s": best["separate"],
+            "grouped_s": best["grouped"], "speedup": best["separate"] / best["grouped"],
+            "identical": _same(outcomes["separate"], outcomes["grouped"])}
+
+
 def main(argv: Sequence[str] = ()) -> int:
     parser = argparse.ArgumentParser(prog="python -m sfp.bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -163,7 +209,10 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--images", type=int, default=4, help="number of VOC-sized (500x375) images")
     parser.add_argument("--repeats", type=int, default=2,
                         help="timed rounds over every variant and measurement (the best time is kept)")
-    parser.add_argument("--variants", nargs="+", default=["clip", "sfp", "sfp_early"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=None, choices=sorted(VARIANTS),
+                        help="variants to time (default: clip sfp sfp_early, or none with --study)")
+    parser.add_argument("--study", nargs="+", default=[], metavar="EXPERIMENT",
+                        help="named experiments whose grids are timed in shared passes vs one job at a time")
     parser.add_argument("--stats", action="store_true", help="also collect the per-layer outlier statistics")
     parser.add_argument("--precision", default="float32", choices=["float32", "float16", "bfloat16"])
     parser.add_argument("--workers", type=int, default=None,
@@ -173,8 +222,17 @@ def main(argv: Sequence[str] = ()) -> int:
     if args.images < 1 or args.repeats < 1:
         parser.error(f"--images and --repeats must be >= 1, got {args.images} and {args.repeats}")
     workers = args.workers if args.workers is not None else (0 if args.device == "cpu" else 4)
+    if args.variants is None:
+        args.variants = [] if args.study else ["clip", "sfp", "sfp_early"]
+    from sfp.config.locations import experiments_dir
+
+    known = sorted(p.stem for p in (experiments_dir() / "experiment").glob("*.yaml"))
+    unknown = [name for name in args.study if name not in known]
+    if unknown:
+        parser.error(f"--study {unknown[0]}: not a named experiment (known: {', '.join(known)})")
 
     results: Dict[str, Dict[str, Dict[str, float]]] = {}
+    studies: Dict[str, Dict[str, Dict[str, object]]] = {}
     print(f"{'variant':<14}{'backbone':<10}{'pipeline':>10}{'bare':>10}{'batch-1':>10}{'effic.':>8}"
           f"{'speedup':>9}{'peak MB':>9}   (images/s)")
     with tempfile.TemporaryDirectory(prefix="sfp-bench-") as tmp:
@@ -186,6 +244,13 @@ def main(argv: Sequence[str] = ()) -> int:
                       f"paths.output_dir={work_dir / 'outputs'}", f"inference.num_workers={workers}",
                       f"inference.device={args.device}", f"inference.precision={args.precision}",
                       "inference.templates=single", f"stats.enabled={str(args.stats).lower()}"]
+            for experiment in args.study:
+                as_run = [o for o in common if not o.startswith("stats.")]  # statistics as the experiment sets them
+                figures = study_figures(experiment, backbone, as_run, work_dir / "studies", args.repeats)
+                studies.setdefault(experiment, {})[backbone] = figures
+                print(f"study {experiment} on {backbone}: {figures['variants']} jobs in {figures['groups']} passes, "
+                      f"one by one {figures['separate_s']:.1f} s, shared {figures['grouped_s']:.1f} s, speedup "
+                      f"{figures['speedup']:.2f}, identical {str(figures['identical']).lower()}", flush=True)
             benches = {name: VariantBench(common + VARIANTS[name], work_dir / "outputs") for name in args.variants}
             for _ in range(args.repeats):
                 for bench in benches.values():
@@ -197,13 +262,13 @@ def main(argv: Sequence[str] = ()) -> int:
                       f"{figures['bare_forward_images_per_s']:>10.3f}{figures['batch1_images_per_s']:>10.3f}"
                       f"{figures['efficiency']:>8.2f}{figures['speedup']:>9.2f}{figures['peak_memory_mb']:>9.0f}",
                       flush=True)
-            del benches, bench  # before the next backbone's models are built
+            del benches  # before the next backbone's models are built
     for name, per_backbone in results.items():
         for backbone, figures in per_backbone.items():
             if "clip" in results and backbone in results["clip"]:
                 figures["cost_vs_clip"] = (results["clip"][backbone]["pipeline_images_per_s"]
                                            / figures["pipeline_images_per_s"])
-    print(json.dumps({args.device: results, "settings": {
+    print(json.dumps({args.device: results, "studies": studies, "settings": {
         "torch": torch.__version__, "threads": torch.get_num_threads(), "images": args.images,
         "repeats": args.repeats, "stats": args.stats, "precision": args.precision, "workers": workers}}))
     return 0

@@ -98,6 +98,8 @@ class GroupedSegmenter:
         return len(self.methods)
 
     def shared_features(self, crops: torch.Tensor) -> List[Tuple[torch.Tensor, Dict[str, Any]]]:
+        if len(self.methods) == 1:  # a method alone runs exactly as `dense_features` runs it
+            return [self.methods[0].forward_features(crops)]
         traces = self.tower.run_plans(crops, [method.trunk_plan() for method in self.methods])
         return [method.features_from_trace(trace) for method, trace in zip(self.methods, traces)]
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence
 
@@ -28,18 +27,6 @@ if TYPE_CHECKING:  # the runner (and torch) are imported when a sweep runs, not 
     from .runner import Job, JobResult
 
 log = logging.getLogger(__name__)
-
-BASE_CONFIG = "sfp_grouping_base"  # hydra/launcher/<this>: the fields below; each launcher file adds its `inner`
-
-
-@dataclass
-class GroupingLauncherConf:
-    _target_: str = "hydra_plugins.sfp_launcher.SFPLauncher"
-    _recursive_: bool = False  # `inner` reaches the launcher as a config, not as an instantiated launcher
-    group: bool = True  # false: the inner launcher runs each job by itself
-    max_variants: Optional[int] = None  # at most this many jobs per pass; None: no limit
-    inner: Any = None  # the launcher that runs the groups (basic, joblib or a submitit launcher)
-
 
 class GroupingLauncher(Launcher):
     def __init__(self, group: bool = True, max_variants: Optional[int] = None,

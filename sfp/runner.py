@@ -40,6 +40,9 @@ from .tracking.wandb_tracker import make_tracker
 log = logging.getLogger(__name__)
 
 
+AREA_NAMES = ("intersection", "union", "predicted", "labelled")  # rows of IoUAccumulator.state_tensor()
+
+
 @dataclass
 class DatasetOutcome:
     metrics: Dict[str, Any]
@@ -48,6 +51,7 @@ class DatasetOutcome:
     seconds: float
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     outlier_stats: Dict[str, Any] = field(default_factory=dict)
+    areas: Optional[torch.Tensor] = None  # (4, classes) int64: intersections, unions, predicted, labelled pixels
 
 
 def resolved_config(cfg: ConfigLike) -> Dict[str, Any]:
@@ -181,6 +185,7 @@ class _JobRecorder:
         self.outlier_stats: Dict[str, Any] = {}
         self.model_info: Dict[str, Any] = {}
         self.evaluation: Dict[str, Any] = {}
+        self.areas: Dict[str, Any] = {}
         self.error: Optional[BaseException] = None
 
     def write(self, status: str) -> Dict[str, Any]:
@@ -188,6 +193,7 @@ class _JobRecorder:
                               status=status,
                               extra={"protocol": self.protocols, "model": self.model_info,
                                      "outlier_stats": self.outlier_stats, "evaluation": self.evaluation,
+                                     "areas": self.areas,
                                      "fingerprint": config_fingerprint(self.config), "world_size": self.ranks.world})
         if self.ranks.is_main:
             path = self.job.output_dir / RESULTS_FILENAME
@@ -207,6 +213,8 @@ class _JobRecorder:
         self.metrics[key] = outcome.metrics
         self.protocols[key] = outcome.protocol
         self.class_files[key] = outcome.class_file_sha256
+        if outcome.areas is not None:  # the exact sums the metrics come from
+            self.areas[key] = dict(zip(AREA_NAMES, outcome.areas.tolist()))
         if outcome.outlier_stats:
             self.outlier_stats[key] = outcome.outlier_stats
             self.tracker.log_layer_stats(key, outcome.outlier_stats)
@@ -361,7 +369,8 @@ def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDatas
         protocol = segmenter.segmenters[i].protocol
         metrics = accumulator.compute().as_record(class_display_names(dataset, protocol.prob_thd))
         outcomes.append(DatasetOutcome(metrics, protocol.as_dict(), dataset.class_names.sha256, seconds,
-                                       overlays[i], variant_stats.result() if variant_stats is not None else {}))
+                                       overlays[i], variant_stats.result() if variant_stats is not None else {},
+                                       accumulator.state_tensor()))
     return outcomes
 
 

@@ -12,6 +12,7 @@ import torch
 
 import sfp
 from sfp.bench import main, write_voc_files
+from sfp.config import catalog
 from sfp.data import build_dataset
 
 from tests.helpers import REPO
@@ -33,7 +34,8 @@ def test_benchmark_reports_every_figure_per_variant_and_backbone_in_its_last_lin
     torch.set_num_threads(1)
     assert main(["--backbones", "tiny", "--images", "2", "--repeats", "1", "--variants", "clip", "sfp"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(report) == {"cpu", "settings"} and set(report["cpu"]) == {"clip", "sfp"}
+    assert set(report) == {"cpu", "studies", "settings"} and set(report["cpu"]) == {"clip", "sfp"}
+    assert report["studies"] == {}
     assert report["settings"]["images"] == 2 and report["settings"]["workers"] == 0
     for variant in ("clip", "sfp"):
         figures = report["cpu"][variant]["tiny"]
@@ -53,3 +55,27 @@ def test_benchmark_on_cuda_without_a_gpu_fails_with_one_clear_line():
                              "--images", "1", "--repeats", "1"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 2
     assert "no CUDA GPU is available" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_study_times_an_experiments_grid_in_shared_passes_and_one_job_at_a_time(capsys):
+    torch.set_num_threads(1)
+    assert main(["--study", "ablation_components", "main_table", "--backbones", "tiny", "--images", "1",
+                 "--repeats", "1"]) == 0
+    output = capsys.readouterr().out.strip().splitlines()
+    report = json.loads(output[-1])
+    assert report["cpu"] == {}  # no --variants with --study: only the studies are timed
+    components, presets = report["studies"]["ablation_components"]["tiny"], report["studies"]["main_table"]["tiny"]
+    assert components["variants"] == 8 and components["groups"] == 1
+    assert presets["variants"] == len(catalog.presets()) and presets["groups"] == 1  # one backbone
+    for figures in (components, presets):
+        assert set(figures) == {"variants", "groups", "separate_s", "grouped_s", "speedup", "identical"}
+        assert figures["identical"] is True
+        assert figures["speedup"] == pytest.approx(figures["separate_s"] / figures["grouped_s"])
+    assert any(line.startswith("study ablation_components on tiny: 8 jobs in 1 passes") for line in output)
+
+
+def test_an_unknown_study_is_refused_naming_the_known_experiments():
+    result = subprocess.run([sys.executable, "-m", "sfp.bench", "--study", "nope", "--backbones", "tiny"],
+                            cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--study nope" in result.stderr and "ablation_components" in result.stderr

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 from omegaconf import DictConfig
 
@@ -33,6 +33,34 @@ def compose_config(overrides: Sequence[str] = (), config_name: str = "config",
                                  return_hydra_config=return_hydra_config)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"config error: {describe_config_exception(exc)}") from exc
+
+
+def sweep_jobs(overrides: Sequence[str] = (), config_name: str = "config",
+               config_dir: Optional[Path] = None) -> List[List[str]]:
+    """The jobs `python main.py -m <overrides>` launches (an experiment's sweep parameters included), each as
+    its list of overrides, in Hydra's order."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .store import register_schema
+
+    register_schema()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(Path(config_dir or conf_dir())), version_base="1.3"):
+            cfg = hydra_compose(config_name=config_name, overrides=[o for o in overrides if "," not in o
+                                                                    and "glob(" not in o],
+                                return_hydra_config=True)
+            params = [f"{key}={value}" for key, value in (cfg.hydra.sweeper.params or {}).items()]
+            parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())
+            batches = BasicSweeper.split_arguments(parser.parse_overrides(params + list(overrides)), None)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise ConfigError(f"config error: {describe_config_exception(exc)}") from exc
+    return [list(job) for batch in batches for job in batch]
 
 
 def describe_config_exception(exc: BaseException) -> str:

@@ -67,6 +67,12 @@ class DenseMethod(nn.Module, ABC):
 
     def add_stats(self, aux: Dict[str, Any], trace: BlockTrace) -> Dict[str, Any]:
         if self.stats.enabled:
-            aux["layer_stats"] = layer_statistics(
-                trace.tokens[: self.tower.depth - 1], trace.attention, self.stats.cls_scale, self.stats.top_k)
+            layers = range(self.tower.depth - 1)
+            # Variants whose traces share these blocks share the statistics (the tensors' identities say so).
+            key = ("layer_stats", tuple(id(trace.tokens[j]) for j in layers),
+                   tuple(id(trace.attention[j]) for j in layers), self.stats.cls_scale, self.stats.top_k)
+            if key not in trace.memo:
+                trace.memo[key] = layer_statistics(
+                    trace.tokens[: self.tower.depth - 1], trace.attention, self.stats.cls_scale, self.stats.top_k)
+            aux["layer_stats"] = trace.memo[key]
         return aux

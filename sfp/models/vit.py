@@ -53,6 +53,8 @@ class BlockTrace:
     tokens: List[torch.Tensor]  # tokens[j] = output of block j, (B, 1 + N, C)
     attention: Dict[int, torch.Tensor] = field(default_factory=dict)  # block j -> (B, heads, 1+N, 1+N)
     grid: Tuple[int, int] = (0, 0)  # (g_h, g_w) patch grid
+    # Results computed from shared tensors, shared by the traces of one `run_plans` call (e.g. statistics).
+    memo: Dict[Hashable, object] = field(default_factory=dict)
 
 
 class VisionTower(nn.Module):
@@ -117,30 +119,36 @@ class VisionTower(nn.Module):
         """One trace per plan; blocks that several plans compute identically are computed once.
 
         The plans form a prefix tree over blocks: a branch is a set of plans with the same tokens so far; at
-        block j it splits by how each plan computes the block (`TrunkPlan.step`), and each part computes it
-        once. Traces share the tensors of shared blocks (read-only)."""
+        block j it splits by how each plan computes the block (with or without its attention probabilities),
+        each part computes it once, and then by the edit each plan applies to the output (`TrunkPlan.step`).
+        Traces share the tensors of shared blocks (read-only)."""
         x, grid = self.embed(images)
-        traces = [BlockTrace(tokens=[], grid=grid) for _ in plans]
+        memo: Dict[Hashable, object] = {}
+        traces = [BlockTrace(tokens=[], grid=grid, memo=memo) for _ in plans]
         branches: List[Tuple[torch.Tensor, List[int]]] = [(x, list(range(len(plans))))]
         for j in range(max((plan.num_blocks for plan in plans), default=0)):
             split: List[Tuple[torch.Tensor, List[int]]] = []
             for tokens, members in branches:
-                parts: Dict[Tuple[bool, Hashable], List[int]] = {}
+                # Block j once per way of computing it, then each distinct edit of its output once.
+                by_attention: Dict[bool, List[int]] = {}
                 for i in members:
                     if plans[i].num_blocks > j:
-                        parts.setdefault(plans[i].step(j), []).append(i)
-                for (with_attention, edit_key), part in parts.items():
+                        by_attention.setdefault(j in plans[i].attention_layers, []).append(i)
+                for with_attention, part in by_attention.items():
                     if with_attention:
                         out, attention = self.block_with_attention(j, tokens)
                     else:
                         out, attention = self.blocks[j](tokens), None
-                    if edit_key is not None:
-                        out = plans[part[0]].edit(j, out, attention, grid)
+                    by_edit: Dict[Hashable, List[int]] = {}
                     for i in part:
-                        traces[i].tokens.append(out)
-                        if attention is not None:
-                            traces[i].attention[j] = attention
-                    split.append((out, part))
+                        by_edit.setdefault(plans[i].step(j)[1], []).append(i)
+                    for edit_key, same in by_edit.items():
+                        edited = out if edit_key is None else plans[same[0]].edit(j, out, attention, grid)
+                        for i in same:
+                            traces[i].tokens.append(edited)
+                            if attention is not None:
+                                traces[i].attention[j] = attention
+                        split.append((edited, same))
             branches = split
         return traces
 
