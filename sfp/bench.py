@@ -5,7 +5,7 @@
 
 It writes VOC-sized (500x375) random JPEG images and PNG label maps in the PASCAL VOC layout to a temporary
 folder. Per variant and backbone it measures, in one process and on those files: the full evaluation pipeline
-(`sfp.runner.evaluate_dataset`: decode in DataLoader workers, resize, windows, forward, upsampling,
+(`sfp.evaluation.evaluate_dataset`: decode in DataLoader workers, resize, windows, forward, upsampling,
 post-processing, metric) in images/s; the bare `dense_features` forward over the same crops, batched (the
 limit); the same pipeline one window at a time (batch 1); and the peak memory. The variants of a backbone
 are built first and timed in interleaved rounds (every variant, every measurement), each time the best of
@@ -116,7 +116,7 @@ class VariantBench:
         self._evaluate(self.cfg, "warm-up")  # kernels, caches, the text embeddings
 
     def _evaluate(self, run_cfg, label: str) -> None:
-        from sfp.runner import evaluate_dataset
+        from sfp.evaluation import evaluate_dataset
 
         with contextlib.redirect_stderr(io.StringIO()):  # the progress bar
             self.outcomes[label] = evaluate_dataset(run_cfg, self.dataset, self.model, self.work_dir)

@@ -81,8 +81,14 @@ class GroupedSegmenter:
 
     def __init__(self, runs: Sequence[RunConfig], models: Sequence[DenseModel], dataset: str,
                  class_names: Any = None):
-        self.segmenters = [Segmenter(run, dataset=dataset, model=model, class_names=class_names)
-                           for run, model in zip(runs, models)]
+        self.segmenters: List[Segmenter] = []
+        by_templates: Dict[str, Segmenter] = {}  # one text encoding per template set (same text tower, classes)
+        for run, model in zip(runs, models):
+            same = by_templates.get(run.inference.templates)
+            segmenter = Segmenter(run, dataset=dataset, model=model, class_names=class_names,
+                                  queries=same.queries if same is not None else None)
+            by_templates.setdefault(run.inference.templates, segmenter)
+            self.segmenters.append(segmenter)
         self.tower = models[0].tower
         slots: Dict[str, int] = {}
         self.slot_of: List[int] = [slots.setdefault(feature_key(run), len(slots)) for run in runs]

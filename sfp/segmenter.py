@@ -15,6 +15,7 @@ from .engine.inference import AuxSink, class_probabilities, postprocess, sliding
 from .engine.preprocess import rescaled_size
 from .errors import DataError
 from .models.dense import DenseModel
+from .models.text import QueryEmbeddings
 
 
 class Segmenter:
@@ -22,10 +23,11 @@ class Segmenter:
 
     `dataset` picks the protocol (short side, logit scale, thresholds) and the class names from
     `cfg.datasets[dataset]` (default: the first configured dataset); `class_names` may replace the class file.
+    `queries` may pass their text embeddings when already computed (variants of one pass share them).
     """
 
     def __init__(self, cfg: ConfigLike, dataset: Optional[str] = None, model: Optional[DenseModel] = None,
-                 class_names: Optional[str | ClassNames] = None):
+                 class_names: Optional[str | ClassNames] = None, queries: Optional[QueryEmbeddings] = None):
         run: RunConfig = to_run_config(cfg)
         self.run = run
         self.model = model if model is not None else build_model(run)
@@ -38,7 +40,8 @@ class Segmenter:
         self.batch_size = run.inference.batch_size
         self.check_finite = run.inference.check_finite
         self.dtype = resolve_dtype(run.inference.precision, self.model.device)
-        self.queries = self.model.encode_queries(
+        # `queries`: the text embeddings of these class names and the run's templates, already computed
+        self.queries = queries if queries is not None else self.model.encode_queries(
             self.class_names.synonyms, run.inference.templates, cache_dir=run.paths.cache_dir or None
         )
 

@@ -195,7 +195,7 @@ def test_non_finite_features_stop_the_job_naming_the_stage_the_dataset_and_the_i
     segmenter = sfp.Segmenter(cfg, model=model)
     with pytest.raises(NumericalError, match=r"non-finite dense features .* in windows of image 0"):
         segmenter.predict(np.zeros((64, 64, 3), np.uint8))
-    from sfp.runner import evaluate_dataset
+    from sfp.evaluation import evaluate_dataset
 
     dataset = build_dataset(cfg.datasets["voc21"], "voc21")
     with pytest.raises(NumericalError, match=rf"dataset 'voc21', image .*{entries[0].name}"):

@@ -256,7 +256,7 @@ def test_shipped_model_reaches_40_miou_on_the_demo_benchmark(tmp_path):
     import sfp
     from sfp.data.dataset import build_dataset
     from sfp.demo.reference import reference_scores
-    from sfp.runner import evaluate_dataset
+    from sfp.evaluation import evaluate_dataset
 
     from sfp.demo.assets import prepare
 

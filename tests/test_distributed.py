@@ -19,6 +19,18 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _one_and_two_processes(arguments, folder_key: str, tmp_path) -> subprocess.CompletedProcess:
+    """main.py with `arguments` in one process (into tmp_path/one) and under torchrun with two (tmp_path/two)."""
+    single = subprocess.run([sys.executable, "main.py", *arguments, f"{folder_key}={tmp_path / 'one'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert single.returncode == 0, single.stderr[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
+    double = subprocess.run([*torchrun, "main.py", *arguments, f"{folder_key}={tmp_path / 'two'}"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert double.returncode == 0, double.stderr[-3000:]
+    return double
+
+
 def test_shards_cover_every_image_exactly_once():
     for length in (0, 1, 5, 8):
         for world in (1, 2, 3):
@@ -28,13 +40,7 @@ def test_shards_cover_every_image_exactly_once():
 
 def test_two_processes_reduce_sums_to_the_single_process_metrics(tiny_voc, tmp_path):
     _, overrides = tiny_voc
-    single = subprocess.run([sys.executable, "main.py", *overrides, f"hydra.run.dir={tmp_path / 'one'}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert single.returncode == 0, single.stderr[-2000:]
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}"]
-    double = subprocess.run([*torchrun, "main.py", *overrides, f"hydra.run.dir={tmp_path / 'two'}"],
-                            cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert double.returncode == 0, double.stderr[-3000:]
+    double = _one_and_two_processes(overrides, "hydra.run.dir", tmp_path)
     assert double.stdout.count("results: ") == 1  # only rank 0, which writes the record, prints its path
     one, two = read_results(tmp_path / "one" / "results.json"), read_results(tmp_path / "two" / "results.json")
     assert two["world_size"] == 2 and two["metrics"]["voc21"]["n_images"] == 3
@@ -42,3 +48,15 @@ def test_two_processes_reduce_sums_to_the_single_process_metrics(tiny_voc, tmp_p
     for name in ("candidates", "cls_entropy", "norm_ratio"):
         assert two["outlier_stats"]["voc21"][name] == pytest.approx(one["outlier_stats"]["voc21"][name], rel=1e-6)
     assert two["outlier_stats"]["voc21"]["n_crops"] == one["outlier_stats"]["voc21"]["n_crops"]
+
+
+def test_a_sweep_shared_pass_under_two_processes_gives_each_jobs_single_process_record(tiny_voc, tmp_path):
+    _, overrides = tiny_voc
+    double = _one_and_two_processes(["-m", "mitigator=on,off", "method=sfp,clip", *overrides], "hydra.sweep.dir",
+                                    tmp_path)
+    assert double.stdout.count("results: ") == 4  # rank 0 prints each job's table once
+    for job in range(4):
+        one = read_results(tmp_path / "one" / str(job) / "results.json")
+        two = read_results(tmp_path / "two" / str(job) / "results.json")
+        assert one["evaluation"]["jobs_in_pass"] == two["evaluation"]["jobs_in_pass"] == 4
+        assert two["world_size"] == 2 and two["areas"] == one["areas"] and two["metrics"] == one["metrics"]

@@ -168,7 +168,9 @@ def test_build_record_has_the_documented_layout():
 
 def test_versions_of_missing_packages_are_none(monkeypatch):
     monkeypatch.setitem(results_store._VERSION_PACKAGES, "nothing", "no-such-distribution-sfp")
+    results_store._process_versions.cache_clear()  # read once per process otherwise
     versions = collect_versions()
+    results_store._process_versions.cache_clear()
     assert versions["nothing"] is None
     assert versions["numpy"] == np.__version__
 

@@ -22,11 +22,17 @@ from tests.test_main_cli import run_main
 PRESETS = sorted(catalog.presets())
 COMBINATIONS = [dict(zip(COMPONENT_GROUPS, states)) for states in itertools.product(["on", "off"],
                                                                                      repeat=len(COMPONENT_GROUPS))]
-# Every preset, every on/off combination of SFP's components, and the variants that edit the forward itself.
+# SFP's knobs that shape what variants of a pass share (its head keeps shared steps under keys naming them).
+KNOBS = [["mitigator.detector=l2"], ["mitigator.detector=lof", "mitigator.lof_neighbours=8"], ["mitigator.top_k=3"],
+         ["mitigator.cls_scale=1.0"], ["mitigator.no_neighbour=zero", "mitigator.top_k=20"], ["aggregation.beta=0.2"],
+         ["enhancer.temperature=1.0"], ["enhancer.similarity=raw"], ["enhancer.mix=sc_clip"],
+         ["integrator.source=attention_maps"], ["integrator.extend=1"], ["method.res_cls=0.0"],
+         ["backbone.layers.ref=9"], ["backbone.layers.aux=4"], ["mitigator.layers=[2,5,8]"],
+         ["mitigator.layers=[2,5]", "mitigator.detector=l2"]]
+# Every preset, every on/off combination of SFP's components, and each knob.
 VARIANTS = ([[f"method={name}"] for name in PRESETS]
             + [["method=sfp"] + [f"{group}={state}" for group, state in combo.items()] for combo in COMBINATIONS]
-            + [["method=sfp", "mitigator.layers=[2,5,8]"], ["method=sfp", "mitigator.layers=[2,5]",
-                                                             "mitigator.detector=l2"]])
+            + [["method=sfp", *knob] for knob in KNOBS])
 
 
 def _same(a, b) -> bool:  # NaN cells (classes absent from the images) compare equal
@@ -48,7 +54,8 @@ def test_every_variant_computes_the_same_features_in_a_shared_trunk_as_alone(tmp
         traces = model.tower.run_plans(crops, [method.trunk_plan() for method in methods])
         together = [method.features_from_trace(trace) for method, trace in zip(methods, traces)]
     for variant, (features, aux), (shared, shared_aux) in zip(runs, alone, together):
-        assert torch.equal(features, shared), variant.method
+        # NaN where the release gives NaN (zeroed outliers on this 4 x 6 grid leave enhancer rows all -inf)
+        torch.testing.assert_close(shared, features, rtol=0, atol=0, equal_nan=True, msg=str(variant))
         for name, values in aux.get("layer_stats", {}).items():
             assert torch.equal(values.nan_to_num(-1), shared_aux["layer_stats"][name].nan_to_num(-1))
     distinct = {id(tokens) for trace in traces for tokens in trace.tokens}
@@ -62,8 +69,12 @@ def test_grouped_and_separate_runs_of_every_preset_and_component_combination_are
     assert len(group_indices(runs)) == 1  # one pass for all of them
     grouped = run_jobs(runs, [tmp_path / "grouped" / str(i) for i in range(len(runs))])
     separate = run_jobs(runs, [tmp_path / "separate" / str(i) for i in range(len(runs))], grouped=False)
+    assert sum(r.ok for r in separate) >= len(runs) - 1
     for i, (a, b) in enumerate(zip(grouped, separate)):
-        assert a.ok and b.ok, (a.error, b.error)
+        if not b.ok:  # a variant that fails alone (NaN features) fails the same way in the pass
+            assert not a.ok and str(a.error) == str(b.error)
+            continue
+        assert a.ok, a.error
         assert a.record["evaluation"]["jobs_in_pass"] == len(runs) and b.record["evaluation"]["jobs_in_pass"] == 1
         for key in ("metrics", "outlier_stats", "protocol", "class_files", "config"):
             assert _same(a.record[key], b.record[key]), (i, key)
@@ -75,8 +86,8 @@ def test_grouped_and_separate_runs_of_every_preset_and_component_combination_are
 
 def test_variants_that_differ_after_the_features_share_them(tmp_path):
     base = _compose(tmp_path)
-    runs = [base, _compose(tmp_path, "inference.templates=imagenet80"), _compose(tmp_path, "datasets.voc21.prob_thd=0.3"),
-            _compose(tmp_path, "inference.pamr=true"), _compose(tmp_path, "mitigator.top_k=3")]
+    runs = [base] + [_compose(tmp_path, override) for override in (
+        "inference.templates=imagenet80", "datasets.voc21.prob_thd=0.3", "inference.pamr=true", "mitigator.top_k=3")]
     assert len(group_indices(runs)) == 1
     assert len({feature_key(run) for run in runs}) == 2  # only top_k changes the features
 
@@ -147,8 +158,8 @@ def _sweep(tmp_path, overrides, *extra):
     result = run_main("-m", "mitigator=on,off", "datasets.voc21.short_side=40,48", *overrides,
                       f"hydra.sweep.dir={sweep}", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
-    return result, {tuple(sorted(r["choices"].items()) + [("short_side", r["config"]["datasets"]["voc21"]["short_side"])]): r
-                    for r in (read_results(p) for p in sweep.glob("*/results.json"))}
+    records = [read_results(p) for p in sweep.glob("*/results.json")]
+    return result, {(r["choices"]["mitigator"], r["config"]["datasets"]["voc21"]["short_side"]): r for r in records}
 
 
 @pytest.mark.slow
@@ -166,3 +177,18 @@ def test_the_sweep_launcher_groups_jobs_and_its_fallback_flag_runs_them_one_by_o
         assert record["status"] == "complete" and record["evaluation"]["jobs_in_pass"] == 2
         assert separate[key]["evaluation"]["jobs_in_pass"] == 1
         assert _same(record["metrics"], separate[key]["metrics"])
+
+
+def test_the_readme_counts_the_jobs_and_passes_of_every_named_experiment():
+    import re
+
+    from sfp.config.compose import sweep_jobs
+    from sfp.config.locations import experiments_dir
+
+    from tests.helpers import REPO
+
+    rows = re.findall(r"^\| `(\w+)` \| .*? \| (\d+) \| (\d+) \|$", (REPO / "README.md").read_text(), re.M)
+    assert {name for name, _, _ in rows} == {p.stem for p in (experiments_dir() / "experiment").glob("*.yaml")}
+    for name, jobs, passes in rows:
+        runs = [sfp.compose(job) for job in sweep_jobs([f"+experiment={name}"])]
+        assert (len(runs), len(group_indices(runs))) == (int(jobs), int(passes)), name

@@ -107,11 +107,23 @@ class SFPDense(DenseMethod):
         return layers
 
     # ---- the rebuilt last block -----------------------------------------------------------------------------
-    def _branch(self, patches: torch.Tensor, weights) -> torch.Tensor:
-        """out_proj(heads(W v)) of the last block for patch tokens; `weights(q, k)` gives W per head."""
+    def _branch(self, memo, input_key, patches: torch.Tensor, mix: str, m_key, m) -> torch.Tensor:
+        """out_proj(heads(W v)) of the last block for patch tokens, W by `mix`: "self-self" (qq + kk) / 2,
+        "sfp" (qq + kk + M) / 3, "sc_clip" (M + kk) / 2, "map" M."""
         tower, last = self.tower, self.tower.depth - 1
-        q, k, v = tower.qkv(last, tower.ln_1(last, patches))
-        return tower.out_proj(last, weights(q, k) @ v)
+        qkv_key = ("qkv", input_key)
+        q, k, v = memo(qkv_key, lambda: tower.qkv(last, tower.ln_1(last, patches)))
+
+        def weights() -> torch.Tensor:
+            if mix == "map":
+                return m
+            kk = memo(("kk", qkv_key), lambda: tower.self_attention(k, k))
+            if mix == "sc_clip":
+                return (m + kk) / 2
+            qq = memo(("qq", qkv_key), lambda: tower.self_attention(q, q))
+            return (qq + kk) / 2 if mix == "self-self" else (qq + kk + m) / 3
+
+        return memo(("branch", qkv_key, mix, m_key), lambda: tower.out_proj(last, weights() @ v))
 
     def trunk_plan(self) -> TrunkPlan:
         mitigator = self.mitigator
@@ -129,56 +141,79 @@ class SFPDense(DenseMethod):
         return torch.cat([tokens[:, :1], filled], dim=1)
 
     def features_from_trace(self, trace: BlockTrace):
-        tower, mitigating = self.tower, self.mitigator.enabled
-        grid = trace.grid
-        batch, device = trace.tokens[0].shape[0], trace.tokens[0].device
-        h = trace.tokens
-        h_detect = h[self.detect]
-        outliers = self._detect(h_detect, trace.attention.get(self.detect)) if mitigating else \
-            OutlierSets.empty(batch, device)
-        detect_patches, without_neighbour = self._fill(h_detect[:, 1:], grid, outliers)
+        """The rebuilt last block. Intermediate results are kept in `trace.memo` under keys naming everything
+        they depend on (the trace's tensors by identity, the settings that shape them), so variants of one
+        pass that share a step (e.g. the same mitigator, or the integrated tokens) compute it once."""
+        tower, mitigator, enhancer, aggregation = self.tower, self.mitigator, self.enhancer, self.aggregation
+        grid, h = trace.grid, trace.tokens
+        batch, device = h[0].shape[0], h[0].device
 
-        enhancer, aggregation = self.enhancer, self.aggregation
+        def memo(key, compute):
+            key = ("sfp",) + key
+            if key not in trace.memo:
+                trace.memo[key] = compute()
+            return trace.memo[key]
+
+        h_detect = h[self.detect]
+        if mitigator.enabled:
+            attention = trace.attention.get(self.detect)
+            found = ("outliers", id(h_detect), id(attention), mitigator.detector, mitigator.top_k,
+                     mitigator.cls_scale, mitigator.lof_neighbours, mitigator.lof_contamination)
+            outliers = memo(found, lambda: self._detect(h_detect, attention))
+        else:
+            found = ("no outliers",)
+            outliers = memo(found, lambda: OutlierSets.empty(batch, device))
+
+        def filled(j):  # (key, (patches of h_j with the outliers filled, count without a neighbour))
+            key = ("fill", id(h[j]), found, mitigator.no_neighbour)
+            return key, memo(key, lambda: self._fill(h[j][:, 1:], grid, outliers))
+
+        detect_key, (detect_patches, without_neighbour) = filled(self.detect)
         beta = aggregation.beta
         s_pre = m = s_post = None
+        pre_key = m_key = None
         if enhancer.enabled or aggregation.enabled:
-            ref_patches, _ = self._fill(h[self.ref][:, 1:], grid, outliers)
-            s_raw = cosine(ref_patches)
-            s_pre = threshold(s_raw, beta)
+            ref_key, (ref_patches, _) = filled(self.ref)
+            raw_key = ("cosine", ref_key)
+            s_raw = memo(raw_key, lambda: cosine(ref_patches))
+            pre_key = ("threshold", raw_key, beta)
+            s_pre = memo(pre_key, lambda: threshold(s_raw, beta))
             if enhancer.enabled:
-                source = s_raw if enhancer.similarity == EnhancerSimilarity.raw else s_pre
-                m = enhancer_attention(source, enhancer.temperature).unsqueeze(1)  # shared by heads
+                raw = enhancer.similarity == EnhancerSimilarity.raw
+                source, source_key = (s_raw, raw_key) if raw else (s_pre, pre_key)
+                m_key = ("enhancer", source_key, enhancer.temperature)
+                m = memo(m_key, lambda: enhancer_attention(source, enhancer.temperature).unsqueeze(1))  # all heads
         if aggregation.enabled:
-            s_post = threshold(cosine(h[self.aux][:, 1:]), beta)
+            s_post = memo(("threshold", ("cosine", id(h[self.aux])), beta),
+                          lambda: threshold(cosine(h[self.aux][:, 1:]), beta))
 
-        self_self = lambda q, k: (tower.self_attention(q, q) + tower.self_attention(k, k)) / 2  # noqa: E731
         sc_mix = enhancer.enabled and enhancer.mix == EnhancerMix.sc_clip
-        if not enhancer.enabled:
-            weights_a = self_self
-        elif sc_mix:
-            weights_a = lambda q, k: (m + tower.self_attention(k, k)) / 2  # noqa: E731
-        else:
-            weights_a = lambda q, k: (tower.self_attention(q, q) + tower.self_attention(k, k) + m) / 3  # noqa: E731
-
+        mix_a = "self-self" if not enhancer.enabled else ("sc_clip" if sc_mix else "sfp")
         res_cls = self.settings.res_cls
-        branch_input = aggregate(s_pre, detect_patches) if aggregation.enabled else detect_patches
-        out = self._branch(branch_input, weights_a) + res_cls * h_detect[:, :1]
+        if aggregation.enabled:
+            input_key = ("aggregate", pre_key, detect_key)
+            branch_input = memo(input_key, lambda: aggregate(s_pre, detect_patches))
+        else:
+            input_key, branch_input = detect_key, detect_patches
+        out = self._branch(memo, input_key, branch_input, mix_a, m_key, m) + res_cls * h_detect[:, :1]
         if aggregation.enabled:
             out = aggregate(s_post, out)
 
         if self.integrator.enabled:
-            integrated = torch.stack([h[j] for j in self.integrate]).sum(dim=0)
-            m_b = m
+            integrated_key = ("integrated", tuple(id(h[j]) for j in self.integrate))
+            integrated = memo(integrated_key, lambda: torch.stack([h[j] for j in self.integrate]).sum(dim=0))
+            m_b, m_b_key = m, m_key
             if self.integrator.source == IntegratorSource.attention_maps:
-                maps = torch.stack([trace.attention[j].mean(dim=1)[:, 1:, 1:] for j in self.integrate]).mean(dim=0)
-                m_b = (maps / maps.sum(dim=-1, keepdim=True)).unsqueeze(1)
-            if m_b is None:
-                weights_b = self_self
-            elif sc_mix:
-                weights_b = lambda q, k: (m_b + tower.self_attention(k, k)) / 2  # noqa: E731
-            else:
-                weights_b = lambda q, k: m_b  # noqa: E731
-            branch_b = self._branch(integrated[:, 1:], weights_b) + res_cls * integrated[:, :1]
+                m_b_key = ("attention maps", tuple(id(trace.attention[j]) for j in self.integrate))
+
+                def attention_maps():
+                    maps = torch.stack([trace.attention[j].mean(dim=1)[:, 1:, 1:] for j in self.integrate]).mean(0)
+                    return (maps / maps.sum(dim=-1, keepdim=True)).unsqueeze(1)
+
+                m_b = memo(m_b_key, attention_maps)
+            mix_b = "self-self" if m_b is None else ("sc_clip" if sc_mix else "map")
+            branch_b = self._branch(memo, ("patches", integrated_key), integrated[:, 1:], mix_b, m_b_key, m_b) \
+                + res_cls * integrated[:, :1]
             out = out + (aggregate(s_post, branch_b) if aggregation.enabled else branch_b)
 
         features = tower.project(out)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import importlib.metadata
 import json
 import math
@@ -238,7 +239,13 @@ def build_record(
 
 
 def collect_versions() -> Dict[str, Optional[str]]:
-    """Versions of Python, the main packages (None where not installed) and this code."""
+    """Versions of Python, the main packages (None where not installed) and this code: those of the running
+    process, read once (records written later in a long sweep keep the code the process runs)."""
+    return dict(_process_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _process_versions() -> Dict[str, Optional[str]]:
     versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
     for key, dist in _VERSION_PACKAGES.items():
         try:
