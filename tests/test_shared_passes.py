@@ -155,28 +155,36 @@ def test_resume_skips_the_complete_jobs_of_a_group_and_evaluates_the_rest(tiny_v
 
 def _sweep(tmp_path, overrides, *extra):
     sweep = tmp_path / "sweep"
-    result = run_main("-m", "mitigator=on,off", "datasets.voc21.short_side=40,48", *overrides,
-                      f"hydra.sweep.dir={sweep}", *extra)
+    flags = [a for i, a in enumerate(extra) if a.startswith("--") or (i and extra[i - 1].startswith("--"))]
+    result = run_main(*flags, "-m", "mitigator=on,off", "datasets.voc21.short_side=40,48", *overrides,
+                      f"hydra.sweep.dir={sweep}", *[a for a in extra if a not in flags])
     assert result.returncode == 0, result.stderr[-3000:]
     records = [read_results(p) for p in sweep.glob("*/results.json")]
     return result, {(r["choices"]["mitigator"], r["config"]["datasets"]["voc21"]["short_side"]): r for r in records}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("launcher", ["grouped", "local_parallel"])
+@pytest.mark.parametrize("launcher", ["grouped", "local_parallel", "submitit_local"])
 def test_the_sweep_launcher_groups_jobs_and_its_fallback_flag_runs_them_one_by_one(tiny_voc, tmp_path, launcher):
     _, overrides = tiny_voc
     overrides = [o for o in overrides if not o.startswith("datasets.voc21.short_side")]
-    grouped_out, grouped = _sweep(tmp_path / "g", overrides, f"hydra/launcher={launcher}")
-    separate_out, separate = _sweep(tmp_path / "s", overrides, f"hydra/launcher={launcher}",
-                                    "hydra.launcher.group=false")
+    choose = [f"hydra/launcher={launcher}"]
+    if launcher == "submitit_local":  # the submitit path of `slurm`, with submitit's local executor
+        extra = tmp_path / "extra-conf"
+        (extra / "hydra" / "launcher").mkdir(parents=True)
+        (extra / "hydra" / "launcher" / "grouped_local.yaml").write_text(
+            "defaults:\n  - sfp_grouping_base\n  - submitit_local@inner\n")
+        choose = ["--config-dir", str(extra), "hydra/launcher=grouped_local"]
+    grouped_out, grouped = _sweep(tmp_path / "g", overrides, *choose)
+    separate_out, separate = _sweep(tmp_path / "s", overrides, *choose, "hydra.launcher.group=false")
     assert len(grouped) == len(separate) == 4
     assert "4 jobs in 2 passes" in grouped_out.stderr + grouped_out.stdout
-    assert grouped_out.stdout.count("results: ") == 4  # each job's table, as one run prints it
+    if launcher != "submitit_local":  # submitit's tasks print into their own log files
+        assert grouped_out.stdout.count("results: ") == 4  # each job's table, as one run prints it
     for key, record in grouped.items():
         assert record["status"] == "complete" and record["evaluation"]["jobs_in_pass"] == 2
         assert separate[key]["evaluation"]["jobs_in_pass"] == 1
-        assert _same(record["metrics"], separate[key]["metrics"])
+        assert _same(record["areas"], separate[key]["areas"]) and _same(record["metrics"], separate[key]["metrics"])
 
 
 def test_the_readme_counts_the_jobs_and_passes_of_every_named_experiment():
