@@ -39,6 +39,7 @@ class DatasetOutcome:
 
 def evaluate_dataset(run: RunConfig, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
                      ranks: Ranks = Ranks()) -> DatasetOutcome:
+    """One variant's pass over `dataset` (see `evaluate_dataset_group`); raises the error that stopped it."""
     [outcome] = evaluate_dataset_group([run], dataset, [model], [output_dir], ranks)
     if isinstance(outcome, BaseException):
         raise outcome

@@ -20,10 +20,11 @@ from tests.helpers import REPO, project_copy
 DOCS = ("README.md", "analysis/README.md", "experiments/README.md")
 MARKED = re.compile(r"<!-- doc-test(?::\s*(?P<mode>\w+))? -->\n```(?P<lang>\w+)\n(?P<code>.*?)```", re.S)
 INLINE = re.compile(r"`(python [^`]+)`")
-# Inline commands not run: placeholders or real data, the network, 25 minutes of training, the extending
-# example's files, and module names mentioned without arguments.
+# Inline commands not run: placeholders or real data, the network, 25 minutes of training, ViT-B/16 studies
+# timed on the CPU (tests/test_bench.py runs them on the tiny model), the extending example's files, and
+# module names mentioned without arguments.
 NOT_RUN = ("<", "...", "/path", "/data", "ENTITY", "open_clip.create_model", "train_demo_clip.py --check",
-           "kkclip", "toyvoc")
+           "sfp.bench --study", "kkclip", "toyvoc")
 MENTIONS = ("python -m analysis", "python -m sfp.tracking.sync")
 
 
