@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import fields
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .backbones.loading import load_backbone
 from .config.checks import check
-from .config.compose import compose_config as compose_raw, describe_config_exception
+from .config.compose import compose_config as compose_raw, describe_config_exception, sweep_jobs as sweep_raw
 from .config.schema import COMPONENT_GROUPS, MethodSettings, RunConfig
 from .config.store import register_schema
 from .data.layouts import LAYOUTS
@@ -54,6 +54,12 @@ def compose_config(overrides: Sequence[str] = (), return_hydra_config: bool = Fa
     """The composed (untyped) config, e.g. to read Hydra's own nodes with return_hydra_config=True."""
     register_schemas()
     return compose_raw(overrides, return_hydra_config=return_hydra_config)
+
+
+def sweep_jobs(overrides: Sequence[str] = ()) -> List[List[str]]:
+    """The override lists of the jobs `python main.py -m <overrides>` launches, e.g. ["+experiment=main_table"]."""
+    register_schemas()
+    return sweep_raw(overrides)
 
 
 def compose(overrides: Sequence[str] = ()) -> RunConfig:

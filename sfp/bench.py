@@ -168,11 +168,10 @@ def study_figures(experiment: str, backbone: str, common: Sequence[str], work_di
                   repeats: int) -> Dict[str, object]:
     """Time one experiment's grid on one backbone: every job alone vs the jobs in shared passes."""
     import sfp
-    from sfp.config.compose import sweep_jobs
+    from sfp.assembly import sweep_jobs
     from sfp.grouping import group_indices
     from sfp.runner import run_jobs
 
-    sfp.compose_config()  # registers the schemas sweep_jobs composes with
     jobs: List[List[str]] = []  # the grid with its backbone axis replaced by this backbone
     for job in sweep_jobs([f"+experiment={experiment}"]):
         job = [o for o in job if not o.startswith("backbone=")]

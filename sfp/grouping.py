@@ -16,7 +16,7 @@ import torch
 from .config.protocol import effective_protocol
 from .config.schema import COMPONENT_GROUPS, RunConfig, settings_dict
 from .engine.inference import AuxSink, LogitHead, class_probabilities, postprocess, shared_window_logits
-from .errors import NumericalError
+from .errors import ConfigError, NumericalError
 from .methods import METHODS
 from .models.dense import DenseModel
 from .segmenter import Segmenter
@@ -64,9 +64,16 @@ def feature_key(run: RunConfig) -> str:
                       sort_keys=True)
 
 
+def check_max_variants(value: Optional[int]) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"config error: max_variants={value!r} (hydra.launcher.max_variants): expected an "
+                          "integer >= 1 or null")
+
+
 def group_indices(runs: Sequence[RunConfig], max_variants: Optional[int] = None) -> List[List[int]]:
     """Indices of `runs` grouped by `group_key`, in order of first appearance; groups of at most
     `max_variants` (None: no limit)."""
+    check_max_variants(max_variants)
     groups: Dict[str, List[int]] = {}
     for index, run in enumerate(runs):
         groups.setdefault(group_key(run), []).append(index)

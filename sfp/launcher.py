@@ -42,8 +42,9 @@ class GroupingLauncher(Launcher):
         if self.inner_config is None or "_target_" not in self.inner_config:
             raise ValueError("hydra.launcher.inner must be a launcher config with a _target_ "
                              "(e.g. the defaults entry `- basic@inner`)")
-        if self.max_variants is not None and int(self.max_variants) < 1:
-            raise ValueError(f"hydra.launcher.max_variants={self.max_variants}: expected an integer >= 1 or null")
+        from .grouping import check_max_variants
+
+        check_max_variants(self.max_variants)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _inner_launcher(self) -> Launcher:

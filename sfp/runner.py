@@ -191,7 +191,7 @@ class _JobRecorder:
                 log.error("%s; evaluation goes on and the record is written again after the next dataset", error)
         return record
 
-    def add_dataset(self, key: str, outcome: "DatasetOutcome") -> None:
+    def add_dataset(self, key: str, outcome: DatasetOutcome) -> None:
         self.metrics[key] = outcome.metrics
         self.protocols[key] = outcome.protocol
         self.class_files[key] = outcome.class_file_sha256
@@ -247,9 +247,10 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
             if not any(live):
                 break
         for i, recorder in enumerate(recorders):
+            if not live[i]:
+                results[i] = JobResult(recorder.job.output_dir, error=recorder.error)
+                continue
             try:
-                if not live[i]:
-                    raise recorder.error
                 results[i] = JobResult(recorder.job.output_dir, recorder.complete())
             except SFPError as exc:  # this job's record could not be written
                 results[i] = JobResult(recorder.job.output_dir, error=exc)
@@ -261,8 +262,7 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
     finally:
         for i, recorder in enumerate(recorders):
             recorder.tracker.finish(exit_code=0 if results[i] is not None and results[i].ok else 1)
-    return [result if result is not None else JobResult(job.output_dir, error=RuntimeError("not evaluated"))
-            for result, job in zip(results, jobs)]
+    return results  # every entry is set: any other exception propagates
 
 
 def _fail(recorder: _JobRecorder, error: BaseException, where: str) -> None:

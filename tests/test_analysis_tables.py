@@ -21,7 +21,7 @@ from analysis import (
 from analysis.cli import main as cli
 from sfp.tracking.results_store import read_results, write_json_atomic
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+TESTS = Path(__file__).resolve().parent  # golden files: tests/golden/<name>
 TINY_AS_B16 = {"tiny": "ViT-B/16"}  # the tiny test model compared with the ViT-B/16 figures (mechanics only)
 
 
@@ -31,7 +31,7 @@ def miou(runs_dir: Path, job: str, dataset: str) -> float:
 
 
 def assert_golden(name: str, text: str) -> None:
-    path = GOLDEN / name
+    path = TESTS / name
     if os.environ.get("SFP_UPDATE_GOLDEN"):
         path.write_text(text, encoding="utf-8")
     assert text == path.read_text(encoding="utf-8"), f"{name} differs (SFP_UPDATE_GOLDEN=1 rewrites it)"
@@ -194,12 +194,12 @@ def test_golden_markdown_and_latex(analysis_runs):
     main = main_table(load_runs([analysis_runs / "presets", analysis_runs / "components"]),
                       backbone_labels=TINY_AS_B16)
     components = components_table(load_runs(analysis_runs / "components"))
-    assert_golden("main.md", render(main, "md"))
-    assert_golden("main.tex", render(main, "tex"))
-    assert_golden("components.md", render(components, "md"))
-    assert_golden("components.tex", render(components, "tex"))
-    assert_golden("detector.md", render(detector_table(load_runs(analysis_runs / "detector")), "md"))
-    assert_golden("sweep-top_k.tex", render(sweep_table(load_runs(analysis_runs / "sweep_top_k"),
+    assert_golden("golden/main.md", render(main, "md"))
+    assert_golden("golden/main.tex", render(main, "tex"))
+    assert_golden("golden/components.md", render(components, "md"))
+    assert_golden("golden/components.tex", render(components, "tex"))
+    assert_golden("golden/detector.md", render(detector_table(load_runs(analysis_runs / "detector")), "md"))
+    assert_golden("golden/sweep-top_k.tex", render(sweep_table(load_runs(analysis_runs / "sweep_top_k"),
                                                         "mitigator.top_k"), "tex"))
 
 
@@ -232,7 +232,7 @@ def test_the_command_line_writes_each_format(analysis_runs, tmp_path, capsys):
 
     assert cli(["sweep", "--param", "mitigator.top_k", "--runs", str(analysis_runs / "sweep_top_k"),
                 "--format", "tex"]) == 0
-    assert capsys.readouterr().out == (GOLDEN / "sweep-top_k.tex").read_text(encoding="utf-8")
+    assert capsys.readouterr().out == (TESTS / "golden/sweep-top_k.tex").read_text(encoding="utf-8")
 
     assert cli(["main", "--runs", str(analysis_runs / "presets"), "--where", "preset=clip",
                 "--no-published"]) == 0
@@ -249,7 +249,7 @@ def test_python_dash_m_analysis_runs_as_users_type_it(analysis_runs):
     result = subprocess.run([sys.executable, "-m", "analysis", "detector", "--runs", str(analysis_runs / "detector")],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout == (GOLDEN / "detector.md").read_text(encoding="utf-8")
+    assert result.stdout == (TESTS / "golden/detector.md").read_text(encoding="utf-8")
 
 
 def test_where_filters_by_choice_config_field_and_column(analysis_runs):

@@ -12,6 +12,7 @@ import sfp
 from sfp.assembly import build_method
 from sfp.config import catalog
 from sfp.config.schema import COMPONENT_GROUPS
+from sfp.errors import ConfigError
 from sfp.grouping import PER_VARIANT_KEYS, feature_key, group_indices, group_key
 from sfp.runner import run_jobs
 from sfp.tracking.results_store import read_results, write_json_atomic
@@ -84,6 +85,14 @@ def test_grouped_and_separate_runs_of_every_preset_and_component_combination_are
             assert png.read_bytes() == (b.output_dir / "predictions" / "voc21" / png.name).read_bytes()
 
 
+def test_a_pass_holds_at_most_max_variants_jobs_and_a_bad_limit_is_refused(tmp_path):
+    runs = [_compose(tmp_path, f"mitigator.top_k={k}") for k in (1, 2, 3, 4, 5)]
+    assert group_indices(runs, max_variants=2) == [[0, 1], [2, 3], [4]]
+    for bad in (0, -1, 1.5):
+        with pytest.raises(ConfigError, match="max_variants"):
+            group_indices(runs, max_variants=bad)
+
+
 def test_variants_that_differ_after_the_features_share_them(tmp_path):
     base = _compose(tmp_path)
     runs = [base] + [_compose(tmp_path, override) for override in (
@@ -153,11 +162,10 @@ def test_resume_skips_the_complete_jobs_of_a_group_and_evaluates_the_rest(tiny_v
     assert all(read_results(d / "results.json")["status"] == "complete" for d in dirs)
 
 
-def _sweep(tmp_path, overrides, *extra):
+def _sweep(tmp_path, overrides, *extra, flags=()):
     sweep = tmp_path / "sweep"
-    flags = [a for i, a in enumerate(extra) if a.startswith("--") or (i and extra[i - 1].startswith("--"))]
     result = run_main(*flags, "-m", "mitigator=on,off", "datasets.voc21.short_side=40,48", *overrides,
-                      f"hydra.sweep.dir={sweep}", *[a for a in extra if a not in flags])
+                      f"hydra.sweep.dir={sweep}", *extra)
     assert result.returncode == 0, result.stderr[-3000:]
     records = [read_results(p) for p in sweep.glob("*/results.json")]
     return result, {(r["choices"]["mitigator"], r["config"]["datasets"]["voc21"]["short_side"]): r for r in records}
@@ -168,15 +176,15 @@ def _sweep(tmp_path, overrides, *extra):
 def test_the_sweep_launcher_groups_jobs_and_its_fallback_flag_runs_them_one_by_one(tiny_voc, tmp_path, launcher):
     _, overrides = tiny_voc
     overrides = [o for o in overrides if not o.startswith("datasets.voc21.short_side")]
-    choose = [f"hydra/launcher={launcher}"]
+    choose, flags = [f"hydra/launcher={launcher}"], []
     if launcher == "submitit_local":  # the submitit path of `slurm`, with submitit's local executor
         extra = tmp_path / "extra-conf"
         (extra / "hydra" / "launcher").mkdir(parents=True)
         (extra / "hydra" / "launcher" / "grouped_local.yaml").write_text(
             "defaults:\n  - sfp_grouping_base\n  - submitit_local@inner\n")
-        choose = ["--config-dir", str(extra), "hydra/launcher=grouped_local"]
-    grouped_out, grouped = _sweep(tmp_path / "g", overrides, *choose)
-    separate_out, separate = _sweep(tmp_path / "s", overrides, *choose, "hydra.launcher.group=false")
+        choose, flags = ["hydra/launcher=grouped_local"], ["--config-dir", str(extra)]
+    grouped_out, grouped = _sweep(tmp_path / "g", overrides, *choose, flags=flags)
+    separate_out, separate = _sweep(tmp_path / "s", overrides, *choose, "hydra.launcher.group=false", flags=flags)
     assert len(grouped) == len(separate) == 4
     assert "4 jobs in 2 passes" in grouped_out.stderr + grouped_out.stdout
     if launcher != "submitit_local":  # submitit's tasks print into their own log files
@@ -190,7 +198,7 @@ def test_the_sweep_launcher_groups_jobs_and_its_fallback_flag_runs_them_one_by_o
 def test_the_readme_counts_the_jobs_and_passes_of_every_named_experiment():
     import re
 
-    from sfp.config.compose import sweep_jobs
+    from sfp.assembly import sweep_jobs
     from sfp.config.locations import experiments_dir
 
     from tests.helpers import REPO
