@@ -128,6 +128,74 @@ class BackboneConfig:
             override.validate(f"{prefix}.dataset_overrides.{key}")
 
 
+class VFMFamily(str, Enum):
+    none = "none"  # no vision foundation model
+    dino = "dino"  # facebookresearch/dino ViTs
+    dinov2 = "dinov2"  # facebookresearch/dinov2 ViTs (with or without registers)
+
+
+@dataclass
+class VFMArch:
+    """Replacements of the timm architecture's sizes (None keeps the architecture's own), e.g. a tiny test VFM
+    or a checkpoint of another width."""
+
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    img_size: Optional[int] = None  # the resolution of the stored positional embedding
+
+    def kwargs(self) -> Dict[str, int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def validate(self, prefix: str) -> None:
+        for key, value in asdict(self).items():
+            optional_at_least(f"{prefix}.{key}", value, 1)
+
+
+@dataclass
+class VFMConfig:
+    """A vision foundation model beside CLIP (ProxyCLIP's proxy attention), built from timm's model definitions.
+
+    The crop CLIP sees is re-normalised with `mean`/`std` and fed to the VFM at the same resolution; the
+    positional embedding is resized as the family's release does (`pos_offset`, `pos_antialias`)."""
+
+    name: str = "none"  # the option's name (none, dino_b8, dinov2_b14, custom, ...), recorded with every result
+    label: Optional[str] = None  # display name in tables; None: the name
+    family: VFMFamily = VFMFamily.none
+    model: Optional[str] = None  # timm architecture name, e.g. vit_base_patch8_224
+    pretrained: Optional[str] = None  # timm pretrained tag, e.g. dino; None with checkpoint=None: random weights
+    checkpoint: Optional[str] = None  # local weights file (the release's or timm's key format); wins over pretrained
+    checkpoint_sha256: Optional[str] = None  # when set, the checkpoint file must have this SHA-256
+    weights_cache_dir: Optional[str] = None  # where timm keeps downloaded weights (None: the HF cache)
+    arch: VFMArch = field(default_factory=VFMArch)
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # the VFM's input normalisation
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    pos_offset: float = 0.1  # added to the target grid before bicubic resizing (DINO's release; 0: resize by size)
+    pos_antialias: bool = False  # antialiased bicubic resizing of the positional embedding (DINOv2 with registers)
+
+    @property
+    def enabled(self) -> bool:
+        return self.family is not VFMFamily.none
+
+    def validate(self, prefix: str = "vfm") -> None:
+        if self.name == "custom" and not self.checkpoint:
+            raise ConfigError("config error: vfm=custom needs vfm.checkpoint=/path/to/weights.pth and vfm.model")
+        if self.enabled and not self.model:
+            raise ConfigError(f"config error: {prefix}.model is null: a {self.family.value} VFM needs a timm "
+                              "architecture name, e.g. vit_base_patch8_224")
+        if self.checkpoint_sha256 is not None:
+            digest = str(self.checkpoint_sha256)
+            check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
+                  f"{prefix}.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            check(len(values) == 3 and all(isinstance(v, (int, float)) for v in values), f"{prefix}.{key}",
+                  list(values), "three numbers (R, G, B)")
+        check(all(v > 0 for v in self.std), f"{prefix}.std", list(self.std), "three numbers > 0")
+        in_range(f"{prefix}.pos_offset", self.pos_offset, 0, 1)
+        self.arch.validate(f"{prefix}.arch")
+
+
 @dataclass
 class DatasetConfig:
     layout: str = "voc"  # a registered layout (sfp.data.layouts): voc, context, coco_object, ...
@@ -293,6 +361,7 @@ class PathsConfig:
 @dataclass
 class RunConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    vfm: VFMConfig = field(default_factory=VFMConfig)
     method: Dict[str, Any] = field(default_factory=dict)  # typed by the method's own settings class
     preset: PresetInfo = field(default_factory=PresetInfo)
     mitigator: MitigatorConfig = field(default_factory=MitigatorConfig)
@@ -313,6 +382,7 @@ class RunConfig:
         if not self.datasets:
             raise ConfigError("config error: datasets is empty: select at least one, e.g. datasets=[voc21]")
         self.backbone.validate("backbone")
+        self.vfm.validate("vfm")
         if isinstance(self.method, MethodSettings):
             self.method.validate("method")
         for name in COMPONENT_GROUPS:
