@@ -17,13 +17,14 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 # The embedded default: the demo CLIP (shipped in sfp/assets/demo) on the synthetic demo benchmark.
-# Every method preset, then SFP's 2^3 component sweep; prints both tables and the reference points.
+# Every method preset (a VFM-assisted one reads the demo CLIP's own image tower: vfm=demo), then SFP's 2^3
+# component sweep; prints both tables and the reference points.
 DEMO_RUNS := outputs/demo/$(shell date +%Y-%m-%d_%H-%M-%S)
 DEMO_PRESETS ?= glob(*)
 
 demo: $(VENV)/.installed
 	$(PY) -m sfp.demo prepare
-	$(PY) main.py -m 'method=$(DEMO_PRESETS)' hydra.sweep.dir=$(DEMO_RUNS)/presets
+	$(PY) main.py -m 'method=$(DEMO_PRESETS)' vfm=demo hydra.sweep.dir=$(DEMO_RUNS)/presets
 	$(PY) main.py -m mitigator=on,off enhancer=on,off integrator=on,off hydra.sweep.dir=$(DEMO_RUNS)/components
 	@echo; echo "== method presets on the demo benchmark (mIoU, %) =="
 	$(PY) -m analysis main --no-published --runs $(DEMO_RUNS)/presets

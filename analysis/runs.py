@@ -17,7 +17,7 @@ from sfp.tracking.results_store import (
     RESULTS_FILENAME, ResultsError, collect_results, read_results, records_to_frame,
 )
 
-COMPONENTS = ("mitigator", "enhancer", "integrator", "aggregation")
+COMPONENTS = ("mitigator", "enhancer", "integrator", "aggregation", "registers")  # on/off columns
 PathLike = Union[str, Path]
 
 
@@ -73,7 +73,9 @@ def add_axes(runs: pd.DataFrame) -> pd.DataFrame:
     for name in COMPONENTS:
         enabled = runs.get(f"cfg.{name}.enabled")
         switch = enabled.map(_on_off) if enabled is not None else None
-        runs[name] = _coalesce(runs.index, switch, runs.get(f"choice.{name}"))
+        # records from before test-time registers existed ran without them
+        default = pd.Series(["off"] * len(runs), index=runs.index, dtype=object) if name == "registers" else None
+        runs[name] = _coalesce(runs.index, switch, runs.get(f"choice.{name}"), default)
     return runs
 
 

@@ -252,13 +252,16 @@ def components_table(runs: pd.DataFrame, *, preset: Optional[str] = "sfp",
     if runs.empty:
         raise ValueError(f"no runs of the preset {preset!r} for the component ablation")
     components = ["mitigator", "enhancer", "integrator"]
-    if runs["aggregation"].nunique() > 1:
-        components.append("aggregation")
+    components += [name for name in ("aggregation", "registers") if runs[name].nunique() > 1]
+    # a switch held at one value in every run (e.g. enhancer=on in a mitigator x registers sweep) stays fixed
+    fixed = {name: runs[name].dropna().iloc[0] for name in components if runs[name].nunique() == 1}
+    options = [[fixed[name]] if name in fixed else ["off", "on"] for name in components]
+    reference = tuple(fixed.get(name, "off" if name == "registers" else "on") for name in components)
     return ablation_table(
         runs, components, components, name="components",
         title=f"Component ablation ({preset or 'all presets'}): mIoU per on/off combination",
-        expected=list(product(["off", "on"], repeat=len(components))),
-        reference=("on",) * len(components), reference_text="full", datasets=datasets,
+        expected=list(product(*options)),
+        reference=reference, reference_text="full", datasets=datasets,
         context=("backbone",) if preset is not None else ("backbone", "preset"))
 
 

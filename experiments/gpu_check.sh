@@ -10,6 +10,7 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA GPU visible to torch'; print(torch.__version__)"
 bench() { $PY -m sfp.bench --device cuda --repeats 2 "$@"; }
 bench --backbones vit_b16 vit_l14 --images 32
+bench --backbones vit_b16 --images 16 --variants clip resclip cliper proxyclip
 bench --backbones vit_b16 vit_l14 --images 32 --precision bfloat16 --variants clip sfp
 bench --backbones vit_b16 --images 32 --precision float16 --variants clip sfp
 bench --backbones vit_b16 vit_l14 --images 16 --study ablation_components main_table

@@ -7,6 +7,8 @@ backbone and builds the method from its own settings. Everything below this modu
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from dataclasses import fields
 from typing import Any, Dict, List, Optional, Sequence, Union
 
@@ -16,15 +18,19 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .backbones.loading import load_backbone
+from .backbones.vfm_loading import load_vfm
+from .calibration import build_registers
 from .config.checks import check
 from .config.compose import compose_config as compose_raw, describe_config_exception, sweep_jobs as sweep_raw
-from .config.schema import COMPONENT_GROUPS, MethodSettings, RunConfig
+from .config.protocol import dataset_method_values
+from .config.schema import COMPONENT_GROUPS, MethodSettings, RunConfig, settings_dict
 from .config.store import register_schema
 from .data.layouts import LAYOUTS
 from .engine.device import resolve_device
 from .errors import ConfigError
 from .methods import METHODS, DenseMethod
 from .models.dense import DenseModel
+from .models.vfm import VFMTower
 from .models.templates import TEMPLATE_SETS
 from .models.vit import VisionTower
 
@@ -120,13 +126,32 @@ def _check_registered_names(run: RunConfig) -> None:
     for key, dataset in run.datasets.items():
         check(dataset.layout in LAYOUTS, f"datasets.{key}.layout", dataset.layout,
               f"one of {', '.join(LAYOUTS.names())}")
+        _check_method_values(f"datasets.{key}.method_values", dataset.method_values)
+        override = run.backbone.dataset_overrides.get(key)
+        if override is not None:
+            _check_method_values(f"backbone.dataset_overrides.{key}.method_values", override.method_values)
+        resolved = dataset_method_values(run, key)
+        if resolved:
+            dataclasses.replace(run.method, **resolved).validate(f"datasets.{key}.method_values.{run.method.name}")
 
 
-def build_method(tower: VisionTower, run: RunConfig) -> DenseMethod:
-    """The configured method over `tower`, given its own settings and the run-config parts it declares."""
+def _check_method_values(prefix: str, method_values: Dict[str, Dict[str, Any]]) -> None:
+    for name, values in method_values.items():
+        check(name in METHODS, prefix, name, f"keys naming methods ({', '.join(METHODS.names())})")
+        tunable = METHODS.get(name).Settings.dataset_fields
+        for knob in values:
+            check(knob in tunable, f"{prefix}.{name}", knob,
+                  f"one of method {name!r}'s per-dataset knobs ({', '.join(tunable) or 'it has none'})")
+
+
+def build_method(tower: VisionTower, run: RunConfig, vfm: Optional[VFMTower] = None) -> DenseMethod:
+    """The configured method over `tower`, given its own settings and the run-config parts it declares
+    (`vfm`: the loaded vision foundation model, for methods that declare it; loaded here when not given)."""
     method_type = METHODS.get(run.method.name)
     parts: Dict[str, Any] = {name: getattr(run, name) for name in COMPONENT_GROUPS}
     parts["layers"] = run.backbone.layers
+    if "vfm" in method_type.components:
+        parts["vfm"] = vfm if vfm is not None else load_vfm(run.vfm, run.seed)
     return method_type(tower, run.method, run.stats, **{name: parts[name] for name in method_type.components})
 
 
@@ -155,4 +180,31 @@ def build_model(cfg: ConfigLike, device: Optional[Union[torch.device, str]] = No
     method = build_method(tower, run)
     model = DenseModel(loaded.model, loaded.tokenizer, method, loaded.source, run.backbone.is_real_clip)
     device = torch.device(device) if device is not None else resolve_device(run.inference.device)
-    return model.to(device).eval()
+    model = model.to(device).eval()
+    method.registers, model.registers_report = build_registers(run, tower)
+    return model
+
+
+def build_variant_models(runs: Sequence[RunConfig], device: torch.device) -> List[DenseModel]:
+    """One model per run of a pass: the first run's backbone loaded once, every run's own method over it (and
+    one loaded VFM per distinct `vfm` setting)."""
+    lead = build_model(runs[0], device=device)
+    models = [lead]
+    vfms = {_key(runs[0].vfm): getattr(lead.method, "vfm", None)}
+    registers = {_key(runs[0].registers): (lead.method.registers, lead.registers_report)}
+    for run in runs[1:]:
+        check_geometry(run, lead.tower.patch_size)
+        key = _key(run.vfm)
+        if "vfm" in METHODS.get(run.method.name).components and vfms.get(key) is None:
+            vfms[key] = load_vfm(run.vfm, run.seed)
+        method = build_method(lead.tower, run, vfm=vfms.get(key))
+        model = DenseModel(lead.clip, lead.tokenizer, method, lead.source, run.backbone.is_real_clip).to(device).eval()
+        if _key(run.registers) not in registers:  # one search per distinct registers setting
+            registers[_key(run.registers)] = build_registers(run, lead.tower)
+        method.registers, model.registers_report = registers[_key(run.registers)]
+        models.append(model)
+    return models
+
+
+def _key(settings) -> str:
+    return json.dumps(settings_dict(settings), sort_keys=True)

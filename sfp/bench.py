@@ -111,6 +111,12 @@ class VariantBench:
             crops += [resized[:, w.top:w.bottom, w.left:w.right] for w in
                       sliding_windows(resized.shape[1], resized.shape[2], protocol.crop, protocol.stride)]
         self.crops = torch.stack(crops)
+        self.queries = None  # the class text, for methods whose features read it
+        if self.model.method.uses_queries:
+            from sfp.data import load_class_names
+
+            names = load_class_names(self.cfg.datasets["voc21"].class_names)
+            self.queries = self.model.encode_queries(names.synonyms, self.cfg.inference.templates)
         self.timings = {"pipeline": float("inf"), "bare_forward": float("inf"), "batch1": float("inf")}
         self.peak_bytes = 0
         self._evaluate(self.cfg, "warm-up")  # kernels, caches, the text embeddings
@@ -127,7 +133,7 @@ class VariantBench:
         batch = self.cfg.inference.batch_size
         with torch.no_grad(), autocast_context(self.device, self.dtype):
             for start in range(0, len(self.crops), batch):
-                self.model.dense_features(self.crops[start:start + batch])
+                self.model.dense_features(self.crops[start:start + batch], queries=self.queries, background=True)
 
     def run_round(self) -> None:
         measured = (("pipeline", lambda: self._evaluate(self.cfg, "pipeline")), ("bare_forward", self._bare),
@@ -238,7 +244,9 @@ def main(argv: Sequence[str] = ()) -> int:
         work_dir = Path(tmp)
         write_voc_files(work_dir / "data", args.images)
         for backbone in args.backbones:
-            common = [f"backbone={backbone}", "backbone.pretrained=null", "tracker=none", "datasets=[voc21]",
+            # random weights; a VFM-assisted method gets its VFM's architecture with random weights too
+            vfm = ["vfm=tiny_dino"] if backbone == "tiny" else ["vfm.pretrained=null"]
+            common = [f"backbone={backbone}", "backbone.pretrained=null", *vfm, "tracker=none", "datasets=[voc21]",
                       f"paths.data_root={work_dir / 'data'}", f"paths.cache_dir={work_dir / 'cache'}",
                       f"paths.output_dir={work_dir / 'outputs'}", f"inference.num_workers={workers}",
                       f"inference.device={args.device}", f"inference.precision={args.precision}",

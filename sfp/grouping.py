@@ -26,7 +26,7 @@ from .segmenter import Segmenter
 # setting is shared-only until it is listed here).
 PER_VARIANT_KEYS = (
     "method", "preset", *COMPONENT_GROUPS, "stats", "tracker", "save_predictions", "resume",
-    "backbone.layers", "backbone.label", "backbone.dataset_overrides",
+    "backbone.layers", "backbone.label", "backbone.dataset_overrides", "vfm", "registers",
     "inference.templates", "inference.pamr", "inference.pamr_steps", "inference.pamr_dilations",
     "inference.check_finite", "paths.output_dir", "paths.cache_dir",
 )
@@ -54,14 +54,20 @@ def group_key(run: RunConfig) -> str:
     return json.dumps(values, sort_keys=True)
 
 
-def feature_key(run: RunConfig) -> str:
-    """Equal keys (within a pass): the two configurations compute the same dense features and statistics."""
-    components = METHODS.get(run.method.name).components
+def feature_key(run: RunConfig, dataset: Optional[str] = None) -> str:
+    """Equal keys (within a pass over `dataset`): the two configurations compute the same dense features and
+    statistics."""
+    method = METHODS.get(run.method.name)
+    components = method.components
     parts = {name: settings_dict(getattr(run, name)) for name in COMPONENT_GROUPS if name in components}
     if "layers" in components:
         parts["layers"] = settings_dict(run.backbone.layers)
-    return json.dumps({"method": settings_dict(run.method), "stats": settings_dict(run.stats), **parts},
-                      sort_keys=True)
+    if method.uses_queries:  # the features read the class text
+        parts["templates"] = run.inference.templates
+    if dataset is not None:  # the method's per-dataset knobs as resolved for this dataset
+        parts["dataset_values"] = effective_protocol(run, dataset).as_dict()["method_values"]
+    return json.dumps({"method": settings_dict(run.method), "stats": settings_dict(run.stats),
+                       "registers": settings_dict(run.registers), **parts}, sort_keys=True)
 
 
 def check_max_variants(value: Optional[int]) -> None:
@@ -98,13 +104,13 @@ class GroupedSegmenter:
             self.segmenters.append(segmenter)
         self.tower = models[0].tower
         slots: Dict[str, int] = {}
-        self.slot_of: List[int] = [slots.setdefault(feature_key(run), len(slots)) for run in runs]
+        self.slot_of: List[int] = [slots.setdefault(feature_key(run, dataset), len(slots)) for run in runs]
         first_of_slot = {slot: i for i, slot in reversed(list(enumerate(self.slot_of)))}
-        self.methods = [models[first_of_slot[slot]].method for slot in range(len(slots))]
+        self.methods = [self.segmenters[first_of_slot[slot]].method for slot in range(len(slots))]
         lead = self.segmenters[0]
         self.device, self.dtype, self.batch_size = lead.model.device, lead.dtype, lead.batch_size
         self.patch_size = lead.model.patch_size
-        self.trunks = len({_plan_signature(m.trunk_plan()) for m in self.methods})
+        self.trunks = len({_plan_signature(m.plan()) for m in self.methods})
 
     @property
     def num_feature_heads(self) -> int:
@@ -113,7 +119,7 @@ class GroupedSegmenter:
     def shared_features(self, crops: torch.Tensor) -> List[Tuple[torch.Tensor, Dict[str, Any]]]:
         if len(self.methods) == 1:  # a method alone runs exactly as `dense_features` runs it
             return [self.methods[0].forward_features(crops)]
-        traces = self.tower.run_plans(crops, [method.trunk_plan() for method in self.methods])
+        traces = self.tower.run_plans(crops, [method.plan() for method in self.methods])
         return [method.features_from_trace(trace) for method, trace in zip(self.methods, traces)]
 
     def predict_batch(self, images: Sequence[np.ndarray], aux_sinks: Sequence[Optional[AuxSink]],
@@ -126,7 +132,8 @@ class GroupedSegmenter:
             self.segmenters[0].check_image(image, names[index] if names is not None else f"image {index}")
         chosen = [i for i, ok in enumerate(live) if ok]
         heads = [LogitHead(self.segmenters[i].queries, self.segmenters[i].protocol, self.slot_of[i], aux_sinks[i],
-                           self.segmenters[i].check_finite) for i in chosen]
+                           self.segmenters[i].check_finite, self.segmenters[i].scores,
+                           self.segmenters[i].method.output_patch_size) for i in chosen]
         with torch.no_grad():
             logits = shared_window_logits(self.shared_features, images, heads, self.patch_size, self.batch_size,
                                           self.device, self.dtype, names)
@@ -137,11 +144,12 @@ class GroupedSegmenter:
                 continue
             segmenter = self.segmenters[i]
             results[i] = [
-                postprocess(class_probabilities(image_logits, segmenter.queries), segmenter.protocol.prob_thd,
-                            segmenter.protocol.area_thd).cpu().numpy().astype(np.int64)
+                postprocess(class_probabilities(image_logits, segmenter.queries, segmenter.scores),
+                            segmenter.protocol.prob_thd, segmenter.protocol.area_thd).cpu().numpy().astype(np.int64)
                 for image_logits in result]
         return results
 
 
 def _plan_signature(plan) -> Tuple:
-    return (plan.num_blocks, tuple(sorted(plan.attention_layers)), tuple(sorted(plan.edit_layers)), plan.edit_key)
+    return (plan.root_key, plan.num_blocks, tuple(sorted(plan.attention_layers)), tuple(sorted(plan.edit_layers)),
+            plan.edit_key)

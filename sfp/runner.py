@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .assembly import ConfigLike, build_method, build_model, check_geometry, to_run_config
+from .assembly import ConfigLike, build_variant_models, to_run_config
 from .config.schema import COMPONENT_GROUPS, RunConfig, settings_dict
 from .data import build_dataset
 from .engine.device import resolve_device
@@ -225,13 +225,20 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
         for recorder in recorders:
             recorder.tracker.start()
         load_started = time.perf_counter()
-        models = _group_models([job.run for job in jobs], _device(lead, ranks, jobs[0].number))
+        models = build_variant_models([job.run for job in jobs], _device(lead, ranks, jobs[0].number))
         load_s = time.perf_counter() - load_started
         if len(jobs) > 1:
             log.info("one pass for %d jobs: %s", len(jobs), ", ".join(str(job.name or job.output_dir) for job in jobs))
         for recorder, model in zip(recorders, models):
             recorder.timing["model_load_s"] = load_s
             recorder.model_info.update(source=model.source, is_real_clip=model.is_real_clip)
+            vfm = getattr(model.method, "vfm", None)
+            if vfm is not None:
+                recorder.model_info["vfm_source"] = vfm.source
+            if model.registers_report:
+                recorder.model_info["registers"] = model.registers_report
+                recorder.tracker.log_summary({"registers/neurons": [f"{layer}:{neuron}" for layer, neuron
+                                                                    in model.registers_report["neurons"]]})
             recorder.evaluation.update(jobs_in_pass=len(jobs))
             _warn_unused_components(recorder.job.run, model)
         live = [True] * len(jobs)
@@ -268,18 +275,6 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
 def _fail(recorder: _JobRecorder, error: BaseException, where: str) -> None:
     recorder.error = error
     log.error("job %s failed on %s: %s", recorder.job.name or recorder.job.output_dir, where, error)
-
-
-def _group_models(runs: Sequence[RunConfig], device: torch.device) -> List[DenseModel]:
-    """The first run's model, and for every other run its own method over the same loaded backbone."""
-    lead = build_model(runs[0], device=device)
-    models = [lead]
-    for run in runs[1:]:
-        check_geometry(run, lead.patch_size)
-        method = build_method(lead.tower, run)
-        models.append(DenseModel(lead.clip, lead.tokenizer, method, lead.source, run.backbone.is_real_clip)
-                      .to(device).eval())
-    return models
 
 
 def _device(run: RunConfig, ranks: Ranks, job_number: int) -> torch.device:

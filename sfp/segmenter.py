@@ -1,6 +1,7 @@
 """`Segmenter`: image in, label map out, under one dataset's protocol. The runner and other projects use it."""
 from __future__ import annotations
 
+import copy
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -44,6 +45,13 @@ class Segmenter:
         self.queries = queries if queries is not None else self.model.encode_queries(
             self.class_names.synonyms, run.inference.templates, cache_dir=run.paths.cache_dir or None
         )
+        # the method with this dataset's values of its per-dataset knobs (a release's tuned weights)
+        self.method = self.model.method.for_dataset(dict(self.protocol.method_values))
+        self.scores = self.method.output == "scores"
+        if self.method.uses_queries:
+            if self.method is self.model.method:  # bound to a copy: the model may serve other class lists
+                self.method = copy.copy(self.method)
+            self.method.bind_queries(self.queries, run.datasets[self.dataset].with_background)
 
     @property
     def num_classes(self) -> int:
@@ -56,9 +64,9 @@ class Segmenter:
         for index, image in enumerate(images):
             self.check_image(image, names[index] if names is not None else f"image {index}")
         return sliding_window_logits(
-            self.model.dense_features, images, self.queries, self.protocol, self.model.patch_size,
+            self.method.dense_features, images, self.queries, self.protocol, self.method.output_patch_size,
             batch_size=self.batch_size, device=self.model.device, dtype=self.dtype,
-            aux_sink=aux_sink, names=names, check_finite=self.check_finite,
+            aux_sink=aux_sink, names=names, check_finite=self.check_finite, scores=self.scores,
         )
 
     def check_image(self, image: np.ndarray, name: str) -> None:
@@ -69,7 +77,7 @@ class Segmenter:
         if height == 0 or width == 0:
             raise DataError(f"{name}: the image is empty ({height}x{width} pixels)")
         size = rescaled_size(height, width, self.protocol.short_side, self.protocol.max_long_side)
-        patch = max(self.model.patch_size)
+        patch = max(*self.model.tower.patch_size, *self.method.output_patch_size)
         if min(size) < patch:
             raise DataError(f"{name}: a {width}x{height} (WxH) image resizes to {size[1]}x{size[0]} under this "
                             f"protocol (short side {self.protocol.short_side}, long side at most "
@@ -78,7 +86,8 @@ class Segmenter:
     def predict_batch(self, images: Sequence[np.ndarray], aux_sink: Optional[AuxSink] = None,
                       names: Optional[Sequence[str]] = None) -> List[np.ndarray]:
         return [
-            postprocess(class_probabilities(logits, self.queries), self.protocol.prob_thd, self.protocol.area_thd)
+            postprocess(class_probabilities(logits, self.queries, self.scores), self.protocol.prob_thd,
+                        self.protocol.area_thd)
             .cpu().numpy().astype(np.int64)
             for logits in self.logits(images, aux_sink=aux_sink, names=names)
         ]

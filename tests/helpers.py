@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_overrides(tmp_path: Path, datasets: str = "[voc21]") -> List[str]:
-    """A fast CPU configuration: the tiny 12-block model, 64-pixel windows, no W&B."""
+    """A fast CPU configuration: the tiny 12-block model (and a tiny VFM for the methods that read one),
+    64-pixel windows, no W&B."""
     return [
         "backbone=tiny",
+        "vfm=tiny_dino",
         "tracker=none",
         f"datasets={datasets}",
         f"paths.data_root={tmp_path / 'data'}",

@@ -157,7 +157,9 @@ def test_main_table_puts_published_rows_and_differences_beside_the_reproduced_on
     naclip_rows = [r for r in values.index if r[1] == "NACLIP" and kinds[r] == "published"]
     assert [r[2] for r in naclip_rows] == ["published: NACLIP paper via Trident/ResCLIP figures; no PAMR",
                                            "published: NACLIP README; PAMR on"]
-    assert [r[2] for r in values.index if r[1] == "ProxyCLIP"] == ["published: Trident README figure; uses DINO"]
+    proxyclip = [r for r in values.index if r[1] == "ProxyCLIP"]  # a preset with published figures but no run
+    assert [r[2] for r in proxyclip if kinds[r] == "published"] == ["published: Trident README figure; uses DINO"]
+    assert values.loc[("ViT-B/16", "ProxyCLIP", "reproduced: proxyclip")].isna().all()
 
     sfp_rows = [r[2] for r in values.index if r[1] == "SFP"]
     assert sfp_rows[:2] == ["reproduced: sfp", "reproduced: sfp_early (Dec 2025 code state)"]
@@ -181,7 +183,9 @@ def test_without_a_published_backbone_the_main_table_shows_the_reproduced_rows_o
 
 def test_the_published_figures_are_the_projects_own_data_file():
     published = load_published()
-    assert len(published) == 14 and set(published["backbone"]) == {"ViT-B/16", "ViT-L/14"}
+    assert len(published) == 16 and set(published["backbone"]) == {"ViT-B/16", "ViT-L/14"}
+    cliper = published[(published["method"] == "CLIPer") & (published["backbone"] == "ViT-B/16")].iloc[0]
+    assert cliper[["voc21", "ade20k"]].tolist() == [60.7, 19.8] and "CLIPer README" in cliper["source"]
     sfp = published[published["method"] == "SFP"].iloc[0]
     assert sfp["voc21"] == 61.40 and sfp[["context60", "ade20k"]].isna().all()
     assert len(published[(published["method"] == "NACLIP") & (published["backbone"] == "ViT-B/16")]) == 2

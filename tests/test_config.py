@@ -93,7 +93,7 @@ def test_bad_enum_value_lists_the_allowed_values():
     ("mitigator.lof_contamination=1.5", "mitigator.lof_contamination", r"\(0, 1\)"),
     ("integrator.extend=-1", "integrator.extend", ">= 0"),
     ("method=naclip method.sigma=0", "method.sigma", "> 0"),
-    ("method.name=nope", "method.name", "clip, maskclip"),
+    ("method.name=nope", "method.name", "clip, cliper, maskclip"),
 ])
 def test_out_of_range_values_fail_naming_key_and_range(override, key, expected):
     with pytest.raises(ConfigError, match=expected) as info:

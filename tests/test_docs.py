@@ -23,7 +23,8 @@ INLINE = re.compile(r"`(python [^`]+)`")
 # Inline commands not run: placeholders or real data, the network, 25 minutes of training, ViT-B/16 studies
 # timed on the CPU (tests/test_bench.py runs them on the tiny model), the extending example's files, and
 # module names mentioned without arguments.
-NOT_RUN = ("<", "...", "/path", "/data", "ENTITY", "open_clip.create_model", "train_demo_clip.py --check",
+NOT_RUN = ("<", "...", "/path", "/data", "ENTITY", "open_clip.create_model", "timm.create_model",
+           "train_demo_clip.py --check",
            "sfp.bench --study", "kkclip", "toyvoc")
 MENTIONS = ("python -m analysis", "python -m sfp.tracking.sync")
 

@@ -30,6 +30,7 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     "main_table": {"method": PRESETS, "backbone": ["vit_b16", "vit_l14"]},
     "ablation_components": {"mitigator": ON_OFF, "enhancer": ON_OFF, "integrator": ON_OFF},
     "ablation_detector": {"mitigator.detector": ["som", "l2", "lof"]},
+    "ablation_registers": {"mitigator": ON_OFF, "registers": ON_OFF},
     "sweep_top_k": {"mitigator.top_k": ["1", "3", "5", "10", "20", "50"]},
     "sweep_cls_scale": {"mitigator.cls_scale": ["1.0", "1.25", "1.5", "2.0", "3.0"]},
     "sweep_beta": {"aggregation.beta": ["0.2", "0.3", "0.4", "0.5", "0.6"]},
@@ -39,7 +40,8 @@ GRIDS: Dict[str, Dict[str, List[str]]] = {
     "backbones": {"backbone": ["vit_b16", "vit_l14"]},
     "precision": {"method": PRESETS, "inference.precision": ["float32", "bfloat16", "float16"]},
 }
-JOBS = {"main_table": 2 * len(PRESETS), "ablation_components": 8, "ablation_detector": 3, "sweep_top_k": 6, "sweep_cls_scale": 5,
+JOBS = {"main_table": 2 * len(PRESETS), "ablation_components": 8, "ablation_detector": 3,
+        "ablation_registers": 4, "sweep_top_k": 6, "sweep_cls_scale": 5,
         "sweep_beta": 5, "sweep_temperature": 5, "sweep_layers": 9, "backbones": 2, "precision": 3 * len(PRESETS)}
 
 

@@ -10,6 +10,7 @@ import torch
 
 import sfp
 from sfp.assembly import build_method
+from sfp.calibration import build_registers
 from sfp.config import catalog
 from sfp.config.schema import COMPONENT_GROUPS
 from sfp.errors import ConfigError
@@ -30,10 +31,12 @@ KNOBS = [["mitigator.detector=l2"], ["mitigator.detector=lof", "mitigator.lof_ne
          ["integrator.source=attention_maps"], ["integrator.extend=1"], ["method.res_cls=0.0"],
          ["backbone.layers.ref=9"], ["backbone.layers.aux=4"], ["mitigator.layers=[2,5,8]"],
          ["mitigator.layers=[2,5]", "mitigator.detector=l2"]]
-# Every preset, every on/off combination of SFP's components, and each knob.
+# Every preset, every on/off combination of SFP's components, and each knob; test-time registers beside two.
+REGISTERS = ["registers=on", "registers.neurons=[[1,3],[2,5]]"]
 VARIANTS = ([[f"method={name}"] for name in PRESETS]
             + [["method=sfp"] + [f"{group}={state}" for group, state in combo.items()] for combo in COMBINATIONS]
-            + [["method=sfp", *knob] for knob in KNOBS])
+            + [["method=sfp", *knob] for knob in KNOBS]
+            + [["method=sfp", *REGISTERS], ["method=naclip", *REGISTERS]])
 
 
 def _same(a, b) -> bool:  # NaN cells (classes absent from the images) compare equal
@@ -49,10 +52,14 @@ def test_every_variant_computes_the_same_features_in_a_shared_trunk_as_alone(tmp
             for variant in VARIANTS for stats in ("true", "false")]
     model = sfp.build_model(runs[0])
     methods = [build_method(model.tower, run).eval() for run in runs]
+    queries = model.encode_queries([["cat"], ["dog"], ["sky", "grass"]], "single")
+    for method, run in zip(methods, runs):
+        method.registers = build_registers(run, model.tower)[0]
+        method.bind_queries(queries, background=True)  # for the methods that read the class text
     crops = torch.randn(3, 3, 64, 96)
     with torch.no_grad():
         alone = [method.forward_features(crops) for method in methods]
-        traces = model.tower.run_plans(crops, [method.trunk_plan() for method in methods])
+        traces = model.tower.run_plans(crops, [method.plan() for method in methods])
         together = [method.features_from_trace(trace) for method, trace in zip(methods, traces)]
     for variant, (features, aux), (shared, shared_aux) in zip(runs, alone, together):
         # NaN where the release gives NaN (zeroed outliers on this 4 x 6 grid leave enhancer rows all -inf)
@@ -108,7 +115,7 @@ def test_what_must_be_equal_in_a_pass_is_everything_but_the_per_variant_settings
             "stats.enabled=false", "tracker.project=other", "save_predictions=true", "resume=true",
             "backbone.layers.detect=9", "backbone.label=Tiny", "inference.templates=sfp15", "inference.pamr=true",
             "inference.check_finite=false", "paths.output_dir=/elsewhere", "datasets.voc21.logit_scale=50",
-            "datasets.voc21.prob_thd=0.2", "datasets.voc21.area_thd=0.1"]
+            "datasets.voc21.prob_thd=0.2", "datasets.voc21.area_thd=0.1", "vfm=tiny_dinov2", "registers=on"]
     for override in same:
         assert group_key(_compose(tmp_path, override)) == group_key(base), override
     assert {key.split(".")[0] for key in PER_VARIANT_KEYS} <= {o.split("=")[0].split(".")[0] for o in same} | {

@@ -15,8 +15,8 @@ from ..models.vfm import VFMTower
 from .loading import read_state_dict
 
 
-def load_vfm(cfg: VFMConfig) -> Optional[VFMTower]:
-    """The configured VFM in float32 eval mode, or None for vfm=none."""
+def load_vfm(cfg: VFMConfig, seed: int = 0) -> Optional[VFMTower]:
+    """The configured VFM in float32 eval mode, or None for vfm=none (random weights drawn from `seed`)."""
     if not cfg.enabled:
         return None
     import timm
@@ -30,7 +30,9 @@ def load_vfm(cfg: VFMConfig) -> Optional[VFMTower]:
     elif cfg.pretrained:
         vit, source = _from_pretrained_tag(cfg, kwargs), f"timm:{cfg.model}.{cfg.pretrained}"
     else:
-        vit, source = _create(cfg, kwargs), "random-init"
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            vit, source = _create(cfg, kwargs), "random-init"
     for key, tensor in vit.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise WeightsError(f"vfm {cfg.name!r} ({source}): tensor {key} holds non-finite values; the weights "
@@ -83,6 +85,8 @@ def _from_checkpoint(cfg: VFMConfig, kwargs: Dict):
         raise WeightsError(f"VFM checkpoint {path} could not be converted to timm's {cfg.model!r}: "
                            f"{type(exc).__name__}: {exc}") from exc
     expected = vit.state_dict()
+    if not any(k.startswith("head.") for k in expected):  # the features are taken before any head
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
     if missing or extra or wrong:

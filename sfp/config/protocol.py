@@ -18,9 +18,13 @@ class Protocol:
     area_thd: float
     pamr_steps: int = 0  # 0: no PAMR
     pamr_dilations: Tuple[int, ...] = ()
+    # the method's per-dataset knobs as resolved for this dataset (name, value)
+    method_values: Tuple[Tuple[str, Any], ...] = ()
 
     def as_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["method_values"] = {name: value for name, value in self.method_values}
+        return values
 
 
 def effective_protocol(run: RunConfig, dataset_key: str) -> Protocol:
@@ -29,7 +33,7 @@ def effective_protocol(run: RunConfig, dataset_key: str) -> Protocol:
     values = {name: getattr(dataset, name) for name in ("short_side", "logit_scale", "prob_thd", "area_thd")}
     override = run.backbone.dataset_overrides.get(dataset_key)
     if override is not None:
-        values.update({k: v for k, v in asdict(override).items() if v is not None})
+        values.update({k: v for k, v in asdict(override).items() if v is not None and k != "method_values"})
     inference = run.inference
     return Protocol(
         short_side=values["short_side"],
@@ -41,4 +45,23 @@ def effective_protocol(run: RunConfig, dataset_key: str) -> Protocol:
         area_thd=values["area_thd"],
         pamr_steps=inference.pamr_steps if inference.pamr else 0,
         pamr_dilations=tuple(inference.pamr_dilations) if inference.pamr else (),
+        method_values=tuple(sorted(dataset_method_values(run, dataset_key).items())),
     )
+
+
+def dataset_method_values(run: RunConfig, dataset_key: str) -> Dict[str, Any]:
+    """The method's `dataset_fields`: its own value when set, else the dataset's, else the method's fallback."""
+    method = run.method
+    fields = getattr(method, "dataset_fields", ())
+    name = getattr(method, "name", None)
+    tuned = dict(run.datasets[dataset_key].method_values.get(name, {}))
+    override = run.backbone.dataset_overrides.get(dataset_key)
+    if override is not None:  # the backbone's tuned values win
+        tuned.update(override.method_values.get(name, {}))
+    resolved = {}
+    for name in fields:
+        value = getattr(method, name)
+        if value is None:
+            value = tuned.get(name, method.fallbacks.get(name))
+        resolved[name] = list(value) if isinstance(value, (list, tuple)) else value
+    return resolved

@@ -9,9 +9,10 @@ subclass), which types the `method` node.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 from omegaconf import MISSING
 
@@ -77,6 +78,8 @@ class ProtocolOverride:
     logit_scale: Optional[float] = None
     prob_thd: Optional[float] = None
     area_thd: Optional[float] = None
+    # per method, values its release tuned for this dataset on this backbone (win over the dataset's)
+    method_values: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
         if self.short_side is not None:
@@ -132,6 +135,7 @@ class VFMFamily(str, Enum):
     none = "none"  # no vision foundation model
     dino = "dino"  # facebookresearch/dino ViTs
     dinov2 = "dinov2"  # facebookresearch/dinov2 ViTs (with or without registers)
+    clip = "clip"  # a CLIP image tower used as the VFM (the embedded demo's)
 
 
 @dataclass
@@ -154,7 +158,7 @@ class VFMArch:
 
 @dataclass
 class VFMConfig:
-    """A vision foundation model beside CLIP (ProxyCLIP's proxy attention), built from timm's model definitions.
+    """A vision foundation model beside CLIP (for methods that read one), built from timm's model definitions.
 
     The crop CLIP sees is re-normalised with `mean`/`std` and fed to the VFM at the same resolution; the
     positional embedding is resized as the family's release does (`pos_offset`, `pos_antialias`)."""
@@ -210,6 +214,9 @@ class DatasetConfig:
     prob_thd: float = 0.0  # 0 on datasets without background
     area_thd: float = 0.0  # voc21 only
     max_images: Optional[int] = None  # evaluate only the first N images (quick checks)
+    # per method, the values its release tuned for this dataset (<method>: {<knob>: value}); read only
+    # for the method's `dataset_fields` left at null
+    method_values: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     def validate(self, prefix: str) -> None:
         at_least(f"{prefix}.short_side", self.short_side, 1)
@@ -221,9 +228,16 @@ class DatasetConfig:
 
 @dataclass
 class MethodSettings:
-    """The `method` node: the registered method's name. Each method extends this with its own knobs."""
+    """The `method` node: the registered method's name. Each method extends this with its own knobs.
+
+    Knobs listed in `dataset_fields` are ones a release tunes per dataset: their default None means "the
+    dataset's value" (`datasets.<key>.method_values.<method>.<knob>`), else the `fallbacks` value; a value set
+    here (e.g. on the command line) wins over both. The resolved values are part of each dataset's protocol."""
 
     name: str = MISSING
+
+    dataset_fields: ClassVar[Tuple[str, ...]] = ()
+    fallbacks: ClassVar[Dict[str, Any]] = {}
 
     def validate(self, prefix: str = "method") -> None:
         """Range checks of the method's own knobs (none here)."""
@@ -285,6 +299,53 @@ class AggregationConfig:
 
     def validate(self, prefix: str = "aggregation") -> None:
         in_range(f"{prefix}.beta", self.beta, -1, 1, "a cosine threshold")
+
+
+@dataclass
+class CalibrationConfig:
+    """The images the register-neuron search runs on (each resized to `size` on its short side and centre-cropped,
+    as the release's ImageNet preprocessing)."""
+
+    folder: Optional[str] = None  # a folder of images (searched recursively); None: the run's first dataset's
+    num_images: int = 100  # a seeded sample of this many (all when fewer)
+    seed: int = 0
+    size: Optional[int] = None  # None: the backbone's native resolution (224 for ViT-B/16)
+
+    def validate(self, prefix: str) -> None:
+        at_least(f"{prefix}.num_images", self.num_images, 1)
+        optional_at_least(f"{prefix}.size", self.size, 1)
+
+
+@dataclass
+class RegistersConfig:
+    """Test-time registers: register neurons found on calibration images (or given), moved at test time into
+    `count` extra tokens. Composes with any method (docs/methods.md, "Test-time registers")."""
+
+    enabled: bool = False
+    count: int = 1  # register tokens appended
+    top_k: int = 10  # register neurons kept
+    highest_layer: Optional[int] = None  # only blocks <= this; None: the depth's default (5 of 12 blocks)
+    detect_layer: int = -1  # block whose output norms mark the high-norm tokens (-1: the last)
+    norm_threshold: float = 30.0  # a token is high-norm above this output norm
+    sparsity: bool = True  # keep only neurons below sparsity_activation on >= sparsity_fraction of the tokens
+    sparsity_fraction: float = 0.5
+    sparsity_activation: float = 0.5
+    neurons: Optional[List[List[int]]] = None  # [block, neuron] pairs to use instead of a search
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    cache: bool = True  # keep found neurons in paths.cache_dir/registers, keyed by weights and calibration set
+
+    def validate(self, prefix: str = "registers") -> None:
+        at_least(f"{prefix}.count", self.count, 1)
+        at_least(f"{prefix}.top_k", self.top_k, 1)
+        optional_at_least(f"{prefix}.highest_layer", self.highest_layer, 0)
+        positive(f"{prefix}.norm_threshold", self.norm_threshold)
+        in_range(f"{prefix}.sparsity_fraction", self.sparsity_fraction, 0, 1)
+        check(isinstance(self.sparsity_activation, (int, float)) and math.isfinite(self.sparsity_activation),
+              f"{prefix}.sparsity_activation", self.sparsity_activation, "a finite number")
+        if self.neurons is not None:
+            check(all(len(pair) == 2 and min(pair) >= 0 for pair in self.neurons), f"{prefix}.neurons",
+                  self.neurons, "a list of [block, neuron] pairs of non-negative integers")
+        self.calibration.validate(f"{prefix}.calibration")
 
 
 # The switchable component groups (each has `enabled`): the ablation columns of every record.
@@ -368,6 +429,7 @@ class RunConfig:
     enhancer: EnhancerConfig = field(default_factory=EnhancerConfig)
     integrator: IntegratorConfig = field(default_factory=IntegratorConfig)
     aggregation: AggregationConfig = field(default_factory=AggregationConfig)
+    registers: RegistersConfig = field(default_factory=RegistersConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     datasets: Dict[str, DatasetConfig] = field(default_factory=dict)
     stats: StatsConfig = field(default_factory=StatsConfig)
@@ -387,6 +449,7 @@ class RunConfig:
             self.method.validate("method")
         for name in COMPONENT_GROUPS:
             getattr(self, name).validate(name)
+        self.registers.validate("registers")
         self.inference.validate("inference")
         for key, dataset in self.datasets.items():
             dataset.validate(f"datasets.{key}")

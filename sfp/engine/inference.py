@@ -38,6 +38,8 @@ class LogitHead:
     slot: int = 0
     aux_sink: Optional[AuxSink] = None
     check_finite: bool = True
+    scores: bool = False  # the slot holds per-query scores (averaged as they are), not features
+    patch_size: Optional[Tuple[int, int]] = None  # pixels per output token (None: the pass's patch size)
 
 
 # crops (B, 3, h, w) -> one (features (B, N, D), aux or None) per slot
@@ -57,8 +59,10 @@ def sliding_window_logits(
     aux_sink: Optional[AuxSink] = None,
     names: Optional[Sequence[str]] = None,
     check_finite: bool = True,
+    scores: bool = False,
 ) -> List[torch.Tensor]:
-    """Per image, (Q, H, W) query logits (scaled cosine similarities) at the image's original size.
+    """Per image, (Q, H, W) query logits (scaled cosine similarities) at the image's original size; with
+    `scores`, the method's own per-query scores averaged over windows the same way.
 
     aux_sink, when given, receives the method's auxiliary outputs of every forward pass (e.g. statistics).
     With check_finite, non-finite features or logits raise NumericalError naming the stage and the images
@@ -67,7 +71,7 @@ def sliding_window_logits(
         shared = lambda crops: [(features_fn(crops), None)]  # noqa: E731
     else:
         shared = lambda crops: [features_fn(crops, return_aux=True)]  # noqa: E731
-    [result] = shared_window_logits(shared, images, [LogitHead(queries, protocol, 0, aux_sink, check_finite)],
+    [result] = shared_window_logits(shared, images, [LogitHead(queries, protocol, 0, aux_sink, check_finite, scores)],
                                     patch_size, batch_size, device, dtype, names)
     if isinstance(result, BaseException):
         raise result
@@ -123,7 +127,8 @@ def shared_window_logits(
     for (height, width), placements in groups.items():
         index = _window_indices(placements, height, width, device)  # (n, h * w)
         counts.index_add_(0, index.flatten(), torch.ones(index.numel(), device=device))
-        grid = (height // patch_size[0], width // patch_size[1])
+        grids = [(height // (head.patch_size or patch_size)[0], width // (head.patch_size or patch_size)[1])
+                 for head in heads]
         for start in range(0, len(placements), batch_size):
             if len(failed) == len(heads):
                 break
@@ -142,8 +147,8 @@ def shared_window_logits(
                     failed[h] = NumericalError(f"non-finite dense features (NaN or inf) from the method, in "
                                                f"windows of {', '.join(names[i] for i in owners)}")
                     continue
-                _add_window_logits(sums[h], features, texts[h], head.protocol.logit_scale, chunk, grid,
-                                   (height, width))
+                _add_window_logits(sums[h], features, None if head.scores else texts[h], head.protocol.logit_scale,
+                                   chunk, grids[h], (height, width))
 
     results: List[Union[List[torch.Tensor], NumericalError]] = []
     for h, head in enumerate(heads):
@@ -157,11 +162,14 @@ def shared_window_logits(
     return results
 
 
-def _add_window_logits(sums: torch.Tensor, features: torch.Tensor, text: torch.Tensor, logit_scale: float,
-                       chunk: torch.Tensor, grid: Tuple[int, int], size: Tuple[int, int]) -> None:
-    num_queries = text.shape[0]
-    features = F.normalize(features.float(), dim=-1)
-    logits = logit_scale * features @ text.T  # (b, N, Q)
+def _add_window_logits(sums: torch.Tensor, features: torch.Tensor, text: Optional[torch.Tensor],
+                       logit_scale: float, chunk: torch.Tensor, grid: Tuple[int, int], size: Tuple[int, int]) -> None:
+    """Window logits (features against `text`), or the method's scores as they are (`text` None)."""
+    if text is None:
+        logits = features.float()  # (b, N, Q)
+    else:
+        logits = logit_scale * F.normalize(features.float(), dim=-1) @ text.T  # (b, N, Q)
+    num_queries = logits.shape[-1]
     # (b, Q, gh, gw) in channels-last memory: upsampled without a copy, and the result's rows of Q
     # values are the index_add rows.
     logits = logits.view(len(chunk), *grid, num_queries).permute(0, 3, 1, 2)
@@ -196,12 +204,13 @@ def _window_indices(placements: List[Tuple[int, int, int, int]], height: int, wi
     return (offset + (top + rows) * image_width + left + cols).view(len(placements), -1)
 
 
-def class_probabilities(logits: torch.Tensor, queries: QueryEmbeddings) -> torch.Tensor:
-    """Softmax over all queries, then per class the max over its synonyms: (Q, H, W) -> (C, H, W).
+def class_probabilities(logits: torch.Tensor, queries: QueryEmbeddings, scores: bool = False) -> torch.Tensor:
+    """Softmax over all queries (scores: taken as they are), then per class the max over its synonyms:
+    (Q, H, W) -> (C, H, W).
 
     Computed along the last dimension of the (H, W, Q) view, which is contiguous for the engine's
     channels-last logits; any layout gives the same values."""
-    probs = logits.movedim(0, -1).softmax(dim=-1)
+    probs = logits.movedim(0, -1) if scores else logits.movedim(0, -1).softmax(dim=-1)
     if probs.shape[-1] == queries.num_classes:
         return probs.movedim(-1, 0)
     index = queries.query_to_class.expand_as(probs)

@@ -21,6 +21,7 @@ class DenseModel(nn.Module):
         self.method = method
         self.source = source
         self.is_real_clip = is_real_clip
+        self.registers_report: dict = {}  # test-time registers: neurons found, calibration set (for records)
 
     @property
     def tower(self) -> VisionTower:
@@ -28,15 +29,19 @@ class DenseModel(nn.Module):
 
     @property
     def patch_size(self):
-        return self.tower.patch_size
+        """Pixels per output token of the method (the backbone's patch, or its VFM's)."""
+        return self.method.output_patch_size
 
     @property
     def device(self) -> torch.device:
         return next(self.clip.parameters()).device
 
     @torch.no_grad()
-    def dense_features(self, images: torch.Tensor, return_aux: bool = False):
-        return self.method.dense_features(images, return_aux=return_aux)
+    def dense_features(self, images: torch.Tensor, return_aux: bool = False, queries=None, background: bool = False):
+        """Features (B, N, D) of CLIP-normalised crops, or per-query scores (B, N, Q) for a method whose
+        `output` is "scores"; `queries` (embeddings (Q, D) or QueryEmbeddings) for methods that read the text,
+        `background` when their class 0 is a background class."""
+        return self.method.dense_features(images, return_aux=return_aux, queries=queries, background=background)
 
     def encode_queries(
         self, class_synonyms: Sequence[Sequence[str]], templates: str | Sequence[str] = "imagenet80",

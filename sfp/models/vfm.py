@@ -1,4 +1,5 @@
-"""A vision foundation model (DINO / DINOv2 ViT, a timm `VisionTransformer`) opened up for ProxyCLIP.
+"""A vision foundation model (DINO / DINOv2 ViT, a timm `VisionTransformer`) opened up for the methods
+that read one (docs/methods.md).
 
 `VFMTower.patch_features` takes the CLIP-normalised crops CLIP sees, re-normalises them for the VFM, runs every
 block and returns the final-norm patch tokens as a (B, D, g_h, g_w) map, as the DINO and DINOv2 releases'
@@ -30,6 +31,7 @@ class VFMTower(nn.Module):
                                    "are supported")
         self.vit = vit
         self.name = name
+        self.source = ""  # where the weights came from (set by the loader), for the results record
         self.patch_size: Tuple[int, int] = tuple(vit.patch_embed.patch_size)
         self.num_prefix_tokens = int(vit.num_prefix_tokens)
         self.pos_offset = pos_offset

@@ -21,11 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
+from .registers import TestTimeRegisters, mlp_hidden
+
+POS_MODES = ("open_clip", "offset", "bilinear_fp16")
 
 # after_block(j, h_j, attention_j or None) -> tokens the following blocks consume
 BlockHook = Callable[[int, torch.Tensor, Optional[torch.Tensor]], torch.Tensor]
 # edit(j, h_j, attention_j or None, grid) -> tokens the following blocks consume
 TrunkEdit = Callable[[int, torch.Tensor, Optional[torch.Tensor], Tuple[int, int]], torch.Tensor]
+# embed(images, extra_tokens) -> (tokens entering block 0, grid): a method's own patch / positional embedding
+TrunkEmbed = Callable[[torch.Tensor, int], Tuple[torch.Tensor, Tuple[int, int]]]
 
 
 @dataclass(frozen=True)
@@ -42,10 +47,18 @@ class TrunkPlan:
     edit_layers: FrozenSet[int] = frozenset()
     edit: Optional[TrunkEdit] = None
     edit_key: Hashable = None
+    embed: Optional[TrunkEmbed] = None  # None: the tower's own `embed`
+    embed_key: Hashable = None  # plans with equal keys embed identically (None: the tower's own)
+    registers: Optional[TestTimeRegisters] = None  # run with test-time registers (stripped from the trace)
 
     def step(self, j: int) -> Tuple[bool, Hashable]:
         """How block j is computed for this plan: (with attention?, edit key or None)."""
         return j in self.attention_layers, self.edit_key if j in self.edit_layers else None
+
+    @property
+    def root_key(self) -> Hashable:
+        """Plans with equal root keys have the same tokens entering block 0."""
+        return self.embed_key, self.registers.key if self.registers is not None else None
 
 
 @dataclass
@@ -53,6 +66,8 @@ class BlockTrace:
     tokens: List[torch.Tensor]  # tokens[j] = output of block j, (B, 1 + N, C)
     attention: Dict[int, torch.Tensor] = field(default_factory=dict)  # block j -> (B, heads, 1+N, 1+N)
     grid: Tuple[int, int] = (0, 0)  # (g_h, g_w) patch grid
+    embedded: Optional[torch.Tensor] = None  # the tokens entering block 0, (B, 1 + N, C)
+    images: Optional[torch.Tensor] = None  # the crops, (B, 3, H, W)
     # Results computed from shared tensors, shared by the traces of one `run_plans` call (e.g. statistics).
     memo: Dict[Hashable, object] = field(default_factory=dict)
 
@@ -73,26 +88,43 @@ class VisionTower(nn.Module):
         self.native_grid = tuple(visual.grid_size)
 
     # ---- embedding -------------------------------------------------------------------------------------------
-    def embed(self, images: torch.Tensor) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        """Patch embedding, CLS, positional embedding (bicubic-resized for other grids) and ln_pre."""
+    def embed(self, images: torch.Tensor, pos_mode: str = "open_clip",
+              extra_tokens: int = 0) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """Patch embedding, CLS, positional embedding (resized for other grids, see `positional_embedding`),
+        `extra_tokens` zero tokens appended last (test-time registers; no positional embedding) and ln_pre."""
         visual = self.visual
         x = visual.conv1(images)
         grid = (x.shape[-2], x.shape[-1])
         x = x.flatten(2).transpose(1, 2)
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
         x = torch.cat([cls, x], dim=1)
-        x = x + self.positional_embedding(grid).to(x.dtype)
+        x = x + self.positional_embedding(grid, pos_mode).to(x.dtype)
+        if extra_tokens:
+            x = torch.cat([x, x.new_zeros(x.shape[0], extra_tokens, x.shape[2])], dim=1)
         return visual.ln_pre(x), grid
 
-    def positional_embedding(self, grid: Tuple[int, int]) -> torch.Tensor:
+    def positional_embedding(self, grid: Tuple[int, int], mode: str = "open_clip") -> torch.Tensor:
+        """(1 + N, C) positional embedding for a grid, resized as a release does:
+        open_clip: bicubic to the grid's size (unchanged on the native grid);
+        offset: bicubic by the scale factor (g + 0.1) / g0 (several releases; docs/methods.md);
+        bilinear_fp16: bilinear to the grid's size, then rounded to float16 even on the native grid."""
+        if mode not in POS_MODES:
+            raise ValueError(f"positional-embedding mode {mode!r}: expected one of {', '.join(POS_MODES)}")
         pos = self.visual.positional_embedding
-        if tuple(grid) == self.native_grid:
+        if tuple(grid) == self.native_grid and mode != "bilinear_fp16":
             return pos
         gh, gw = self.native_grid
-        patch_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos.float(), size=grid, mode="bicubic", align_corners=False)
+        patch_pos = pos[1:].reshape(1, gh, gw, -1).permute(0, 3, 1, 2).float()
+        if mode == "offset":
+            scale = ((grid[0] + 0.1) / gh, (grid[1] + 0.1) / gw)
+            patch_pos = F.interpolate(patch_pos, scale_factor=scale, mode="bicubic", align_corners=False,
+                                      recompute_scale_factor=False)
+        else:
+            patch_pos = F.interpolate(patch_pos, size=grid, mode="bicubic" if mode == "open_clip" else "bilinear",
+                                      align_corners=False)
         patch_pos = patch_pos.permute(0, 2, 3, 1).reshape(grid[0] * grid[1], -1).to(pos.dtype)
-        return torch.cat([pos[:1], patch_pos], dim=0)
+        full = torch.cat([pos[:1], patch_pos], dim=0)
+        return full.half().to(pos.dtype) if mode == "bilinear_fp16" else full
 
     # ---- the forward pass with exposed internals ------------------------------------------------------------
     def run(
@@ -118,24 +150,38 @@ class VisionTower(nn.Module):
     def run_plans(self, images: torch.Tensor, plans: Sequence[TrunkPlan]) -> List[BlockTrace]:
         """One trace per plan; blocks that several plans compute identically are computed once.
 
-        The plans form a prefix tree over blocks: a branch is a set of plans with the same tokens so far; at
-        block j it splits by how each plan computes the block (with or without its attention probabilities),
-        each part computes it once, and then by the edit each plan applies to the output (`TrunkPlan.step`).
+        The plans form a prefix tree over blocks, rooted at their embeddings (`TrunkPlan.embed_key`): a branch
+        is a set of plans with the same tokens so far; at block j it splits by how each plan computes the block
+        (with or without its attention probabilities), each part computes it once, and then by the edit each
+        plan applies to the output (`TrunkPlan.step`).
         Traces share the tensors of shared blocks (read-only)."""
-        x, grid = self.embed(images)
         memo: Dict[Hashable, object] = {}
-        traces = [BlockTrace(tokens=[], grid=grid, memo=memo) for _ in plans]
-        branches: List[Tuple[torch.Tensor, List[int]]] = [(x, list(range(len(plans))))]
+        traces: List[Optional[BlockTrace]] = [None] * len(plans)
+        branches: List[Tuple[torch.Tensor, List[int]]] = []
+        by_root: Dict[Hashable, List[int]] = {}
+        for i, plan in enumerate(plans):
+            by_root.setdefault(plan.root_key, []).append(i)
+        for members in by_root.values():
+            lead = plans[members[0]]
+            extra = lead.registers.count if lead.registers is not None else 0
+            x, grid = self.embed(images, extra_tokens=extra) if lead.embed is None else lead.embed(images, extra)
+            for i in members:
+                traces[i] = BlockTrace(tokens=[], grid=grid, memo=memo, embedded=_strip(x, extra), images=images)
+            branches.append((x, members))
         for j in range(max((plan.num_blocks for plan in plans), default=0)):
             split: List[Tuple[torch.Tensor, List[int]]] = []
             for tokens, members in branches:
                 # Block j once per way of computing it, then each distinct edit of its output once.
+                registers = plans[members[0]].registers  # shared by a branch (part of the root key)
+                extra = registers.count if registers is not None else 0
                 by_attention: Dict[bool, List[int]] = {}
                 for i in members:
                     if plans[i].num_blocks > j:
                         by_attention.setdefault(j in plans[i].attention_layers, []).append(i)
                 for with_attention, part in by_attention.items():
-                    if with_attention:
+                    if registers is not None and j in registers.layers:
+                        out, attention = self.block_with_registers(j, tokens, registers, with_attention)
+                    elif with_attention:
                         out, attention = self.block_with_attention(j, tokens)
                     else:
                         out, attention = self.blocks[j](tokens), None
@@ -143,14 +189,30 @@ class VisionTower(nn.Module):
                     for i in part:
                         by_edit.setdefault(plans[i].step(j)[1], []).append(i)
                     for edit_key, same in by_edit.items():
-                        edited = out if edit_key is None else plans[same[0]].edit(j, out, attention, grid)
+                        if edit_key is None:
+                            edited = out
+                        else:  # an edit sees the image tokens only; registers pass through unchanged
+                            image_tokens = plans[same[0]].edit(
+                                j, _strip(out, extra), _strip_attention(attention, extra), traces[same[0]].grid)
+                            edited = image_tokens if not extra else torch.cat([image_tokens, out[:, -extra:]], dim=1)
+                        seen, seen_attention = _strip(edited, extra), _strip_attention(attention, extra)
                         for i in same:
-                            traces[i].tokens.append(edited)
+                            traces[i].tokens.append(seen)
                             if attention is not None:
-                                traces[i].attention[j] = attention
+                                traces[i].attention[j] = seen_attention
                         split.append((edited, same))
             branches = split
         return traces
+
+    def block_with_registers(self, j: int, x: torch.Tensor, registers: TestTimeRegisters,
+                             with_attention: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Block j computed by hand with its register neurons moved to the register tokens (`registers`)."""
+        block = self.blocks[j]
+        q, k, v = self.qkv(j, self.ln_1(j, x))
+        probs = torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
+        x = x + block.ls_1(self.out_proj(j, probs @ v))
+        hidden = registers.edit_activations(j, mlp_hidden(block, x))
+        return x + block.ls_2(block.mlp.c_proj(hidden)), probs if with_attention else None
 
     # ---- parts of a block, for methods that rebuild one -----------------------------------------------------
     def ln_1(self, j: int, x: torch.Tensor) -> torch.Tensor:
@@ -195,3 +257,12 @@ class VisionTower(nn.Module):
         """ln_post then the output projection, for any (B, T, C) tokens."""
         out = self.visual.ln_post(tokens)
         return out @ self.visual.proj if self.visual.proj is not None else out
+
+
+def _strip(tokens: torch.Tensor, extra: int) -> torch.Tensor:
+    """The class and patch tokens: the last `extra` (register) tokens left out."""
+    return tokens[:, :-extra] if extra else tokens
+
+
+def _strip_attention(attention: Optional[torch.Tensor], extra: int) -> Optional[torch.Tensor]:
+    return attention[..., :-extra, :-extra] if extra and attention is not None else attention
