@@ -22,8 +22,7 @@ from .data import build_dataset, file_sha256
 from .data.dataset import load_image
 from .errors import ConfigError, DataError
 from .models.registers import RegisterNeurons, TestTimeRegisters, neuron_scores, rank_neurons
-from .models.vfm import CLIP_MEAN, CLIP_STD
-from .models.vit import VisionTower
+from .models.vit import CLIP_MEAN, CLIP_STD, VisionTower
 
 log = logging.getLogger(__name__)
 

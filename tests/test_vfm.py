@@ -1,7 +1,8 @@
 """Vision foundation models (the `vfm` group): timm definitions, the releases' checkpoints, the releases' features.
 
 The reference features in tests/data/release_references/vfm_features.pt were produced by the DINO (7c446df) and
-DINOv2 (b8931f7) releases themselves on the tiny random weights stored beside them (PROVENANCE.md)."""
+DINOv2 (b8931f7) releases themselves on the tiny random weights stored beside them
+(tests/data/release_references/PROVENANCE.md)."""
 from __future__ import annotations
 
 import pytest
@@ -69,7 +70,7 @@ def test_a_checkpoint_missing_a_tensor_names_it(tmp_path):
     state = torch.load(REFERENCES / RELEASE_CHECKPOINTS["dino"][0])
     del state["blocks.1.mlp.fc2.weight"]
     torch.save(state, tmp_path / "broken.pt")
-    with pytest.raises(WeightsError, match=r"missing blocks\.1\.mlp\.fc2\.weight"):
+    with pytest.raises(WeightsError, match=r"missing tensor\(s\): blocks\.1\.mlp\.fc2\.weight"):
         load_vfm(_custom("dino", f"vfm.checkpoint={tmp_path / 'broken.pt'}"))
 
 

@@ -53,16 +53,16 @@ def load_backbone(cfg: BackboneConfig) -> LoadedBackbone:
         model, source = _create(cfg, pretrained=None), "random-init"
     if not hasattr(model, "visual") or not hasattr(model.visual, "transformer"):
         raise WeightsError(f"backbone {cfg.name!r}: only CLIP ViT backbones are supported (got {type(model).__name__})")
-    _refuse_non_finite(model, cfg.name, source)
+    refuse_non_finite(model, f"backbone {cfg.name!r}", source)
     return LoadedBackbone(model=model.float().eval(), tokenizer=_tokenizer_for(cfg, model), source=source)
 
 
-def _refuse_non_finite(model: torch.nn.Module, name: str, source: str) -> None:
+def refuse_non_finite(model: torch.nn.Module, who: str, source: str) -> None:
     """NaN or inf weights would give a run of silently wrong numbers (often all one class)."""
     for key, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             count = int((~torch.isfinite(tensor)).sum())
-            raise WeightsError(f"backbone {name!r} ({source}): tensor {key} holds {count} non-finite value(s) "
+            raise WeightsError(f"{who} ({source}): tensor {key} holds {count} non-finite value(s) "
                                "(NaN or inf); the weights are damaged")
 
 
@@ -137,20 +137,21 @@ def _is_torchscript(path: Path) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _verify_checksum(cfg: BackboneConfig, path: Path) -> None:
-    if not cfg.checkpoint_sha256 or not path.is_file():
+def verify_checksum(path: Path, expected: Optional[str], key: str) -> None:
+    """The file must have the SHA-256 the config key `key` names (nothing to check when it names none)."""
+    if not expected or not path.is_file():
         return
     actual = file_sha256(path)
-    if actual != cfg.checkpoint_sha256.lower():
+    if actual != expected.lower():
         raise WeightsError(
-            f"checkpoint {path} has SHA-256 {actual}, but backbone.checkpoint_sha256 expects "
-            f"{cfg.checkpoint_sha256}: the file is damaged or not the one this config names"
+            f"checkpoint {path} has SHA-256 {actual}, but {key} expects "
+            f"{expected}: the file is damaged or not the one this config names"
         )
 
 
 def _from_checkpoint(cfg: BackboneConfig):
     path = Path(cfg.checkpoint).expanduser()
-    _verify_checksum(cfg, path)
+    verify_checksum(path, cfg.checkpoint_sha256, "backbone.checkpoint_sha256")
     state = read_state_dict(path)
     if "visual.proj" not in state or "visual.transformer.resblocks.0.attn.in_proj_weight" not in state:
         raise WeightsError(
@@ -168,7 +169,9 @@ def _from_checkpoint(cfg: BackboneConfig):
             raise WeightsError(f"{path}: {exc}") from exc
         arch = "inferred"
     try:
-        _check_keys(path, arch, state, model.state_dict())
+        hint = "" if arch == "inferred" else (" (for a checkpoint of another width or depth set backbone.model=null, "
+                                              "which infers the architecture)")
+        check_keys(path, arch, state, model.state_dict(), hint)
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise WeightsError(
@@ -178,17 +181,20 @@ def _from_checkpoint(cfg: BackboneConfig):
     return model, f"file:{path}" + (f"#sha256={cfg.checkpoint_sha256.lower()}" if cfg.checkpoint_sha256 else "")
 
 
-def _check_keys(path: Path, arch: str, state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor]) -> None:
-    """Every tensor of the architecture present, and nothing else: named, not a truncated torch message."""
+def check_keys(path: Path, arch: str, state: Dict[str, torch.Tensor], expected: Dict[str, torch.Tensor],
+               hint: str = "") -> None:
+    """Every tensor of the architecture present with its shape, and nothing else: named, not a truncated torch
+    message."""
     missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    if missing or extra or wrong:
         def shown(keys):
             return ", ".join(keys[:6]) + (f" and {len(keys) - 6} more" if len(keys) > 6 else "")
 
         parts = ([f"{len(missing)} missing tensor(s): {shown(missing)}"] if missing else []) + \
-            ([f"{len(extra)} unexpected tensor(s): {shown(extra)}"] if extra else [])
-        hint = "" if arch == "inferred" else (" (for a checkpoint of another width or depth set backbone.model=null, "
-                                              "which infers the architecture)")
+            ([f"{len(extra)} unexpected tensor(s): {shown(extra)}"] if extra else []) + \
+            ([f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} in the file, "
+              f"{tuple(expected[wrong[0]].shape)} in the architecture"] if wrong else [])
         raise WeightsError(f"checkpoint {path} does not match the architecture {arch!r}: {'; '.join(parts)}{hint}")
 
 

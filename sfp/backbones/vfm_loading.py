@@ -9,10 +9,9 @@ from typing import Dict, Optional
 import torch
 
 from ..config.schema import VFMConfig
-from ..data.class_names import file_sha256
 from ..errors import WeightsError
 from ..models.vfm import VFMTower
-from .loading import read_state_dict
+from .loading import check_keys, read_state_dict, refuse_non_finite, verify_checksum
 
 
 def load_vfm(cfg: VFMConfig, seed: int = 0) -> Optional[VFMTower]:
@@ -33,10 +32,7 @@ def load_vfm(cfg: VFMConfig, seed: int = 0) -> Optional[VFMTower]:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             vit, source = _create(cfg, kwargs), "random-init"
-    for key, tensor in vit.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise WeightsError(f"vfm {cfg.name!r} ({source}): tensor {key} holds non-finite values; the weights "
-                               "are damaged")
+    refuse_non_finite(vit, f"vfm {cfg.name!r}", source)
     tower = VFMTower(vit.float().eval(), cfg.name, cfg.mean, cfg.std, cfg.pos_offset, cfg.pos_antialias)
     tower.source = source
     return tower.eval()
@@ -74,9 +70,7 @@ def _from_checkpoint(cfg: VFMConfig, kwargs: Dict):
     from timm.models.vision_transformer import checkpoint_filter_fn
 
     path = Path(cfg.checkpoint).expanduser()
-    if cfg.checkpoint_sha256 and path.is_file() and file_sha256(path) != cfg.checkpoint_sha256.lower():
-        raise WeightsError(f"VFM checkpoint {path} does not have the SHA-256 vfm.checkpoint_sha256 expects "
-                           f"({cfg.checkpoint_sha256}): the file is damaged or not the one this config names")
+    verify_checksum(path, cfg.checkpoint_sha256, "vfm.checkpoint_sha256")
     state = read_state_dict(path)
     vit = _create(cfg, kwargs)
     try:
@@ -87,15 +81,7 @@ def _from_checkpoint(cfg: VFMConfig, kwargs: Dict):
     expected = vit.state_dict()
     if not any(k.startswith("head.") for k in expected):  # the features are taken before any head
         state = {k: v for k, v in state.items() if not k.startswith("head.")}
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
-    if missing or extra or wrong:
-        parts = ([f"missing {', '.join(missing[:6])}"] if missing else []) + \
-            ([f"unexpected {', '.join(extra[:6])}"] if extra else []) + \
-            ([f"shape of {wrong[0]}: {tuple(state[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}"]
-             if wrong else [])
-        raise WeightsError(f"VFM checkpoint {path} does not match timm's {cfg.model!r} with vfm.arch="
-                           f"{cfg.arch.kwargs()}: {'; '.join(parts)} (set vfm.model / vfm.arch to the checkpoint's "
-                           "architecture)")
+    check_keys(path, cfg.model, state, expected,
+               f" with vfm.arch={cfg.arch.kwargs()} (set vfm.model / vfm.arch to the checkpoint's architecture)")
     vit.load_state_dict(state, strict=True)
     return vit, f"file:{path}" + (f"#sha256={cfg.checkpoint_sha256.lower()}" if cfg.checkpoint_sha256 else "")

@@ -42,3 +42,10 @@ def block_indices(key: str, values: Iterable[int], depth: int) -> None:
     values = list(values)
     check(all(0 <= v <= depth - 2 for v in values), key, values[0] if len(values) == 1 else values,
           f"block indices in [0, {depth - 2}] for this {depth}-block backbone (the last block is rebuilt)")
+
+
+def optional_sha256(key: str, value: Optional[str]) -> None:
+    if value is not None:
+        digest = str(value)
+        check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest), key, digest,
+              "64 hexadecimal digits (or null)")

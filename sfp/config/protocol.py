@@ -60,8 +60,7 @@ def dataset_method_values(run: RunConfig, dataset_key: str) -> Dict[str, Any]:
         tuned.update(override.method_values.get(name, {}))
     resolved = {}
     for name in fields:
-        value = getattr(method, name)
-        if value is None:
-            value = tuned.get(name, method.fallbacks.get(name))
+        own = getattr(method, name)
+        value = own if own is not None else tuned.get(name, method.value(name))
         resolved[name] = list(value) if isinstance(value, (list, tuple)) else value
     return resolved

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 from omegaconf import MISSING
 
 from ..errors import ConfigError
-from .checks import at_least, check, in_range, optional_at_least, positive
+from .checks import at_least, check, in_range, optional_at_least, optional_sha256, positive
 
 
 class Precision(str, Enum):
@@ -121,10 +121,7 @@ class BackboneConfig:
 
     def validate(self, prefix: str = "backbone") -> None:
         at_least(f"{prefix}.head_width", self.head_width, 1)
-        if self.checkpoint_sha256 is not None:
-            digest = str(self.checkpoint_sha256)
-            check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
-                  f"{prefix}.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
+        optional_sha256(f"{prefix}.checkpoint_sha256", self.checkpoint_sha256)
         if self.name == "custom" and not self.checkpoint:
             raise ConfigError("config error: backbone=custom needs backbone.checkpoint=/path/to/weights.pt")
         for key, override in self.dataset_overrides.items():
@@ -187,10 +184,7 @@ class VFMConfig:
         if self.enabled and not self.model:
             raise ConfigError(f"config error: {prefix}.model is null: a {self.family.value} VFM needs a timm "
                               "architecture name, e.g. vit_base_patch8_224")
-        if self.checkpoint_sha256 is not None:
-            digest = str(self.checkpoint_sha256)
-            check(len(digest) == 64 and all(c in "0123456789abcdefABCDEF" for c in digest),
-                  f"{prefix}.checkpoint_sha256", digest, "64 hexadecimal digits (or null)")
+        optional_sha256(f"{prefix}.checkpoint_sha256", self.checkpoint_sha256)
         for key in ("mean", "std"):
             values = getattr(self, key)
             check(len(values) == 3 and all(isinstance(v, (int, float)) for v in values), f"{prefix}.{key}",
@@ -241,6 +235,11 @@ class MethodSettings:
 
     def validate(self, prefix: str = "method") -> None:
         """Range checks of the method's own knobs (none here)."""
+
+    def value(self, name: str) -> Any:
+        """A per-dataset knob as used: its own value, else its fallback (a model used without a dataset)."""
+        current = getattr(self, name)
+        return self.fallbacks[name] if current is None else current
 
 
 @dataclass

@@ -7,8 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..models.vit import CLIP_MEAN, CLIP_STD
 
 
 def rescaled_size(height: int, width: int, short_side: int, max_long_side: int) -> Tuple[int, int]:

@@ -57,7 +57,7 @@ class CLIPerDense(DenseMethod):
         self._check_select(settings)
 
     def _check_select(self, settings: CLIPerSettings) -> None:
-        select = self._value("select_layer", settings)
+        select = settings.value("select_layer")
         check(-self.tower.depth <= select <= -1, "method.select_layer", select,
               f"a row index in [-{self.tower.depth}, -1] for this {self.tower.depth}-block backbone")
 
@@ -65,11 +65,6 @@ class CLIPerDense(DenseMethod):
         clone = super().for_dataset(values)
         self._check_select(clone.settings)
         return clone
-
-    def _value(self, name: str, settings: Optional[CLIPerSettings] = None) -> Any:
-        settings = settings or self.settings
-        value = getattr(settings, name)
-        return settings.fallbacks[name] if value is None else value
 
     def trunk_plan(self) -> TrunkPlan:
         early = frozenset(range(self.tower.depth - 1))
@@ -83,12 +78,12 @@ class CLIPerDense(DenseMethod):
     def features_from_trace(self, trace: BlockTrace):
         tower, s = self.tower, self.settings
         depth, last = tower.depth, tower.depth - 1
-        select = depth + self._value("select_layer")
+        select = depth + self.settings.value("select_layer")
         rows = range(depth) if s.fuse_embeddings else [select]
         inputs = [trace.embedded] + trace.tokens[:-1]  # the input of block i
         fused = fused_attention_per_row(sum(trace.attention[j] for j in range(last)), depth)
         text = self._text(trace.tokens[-1].dtype)
-        scale = self._value("logit_scale")
+        scale = self.settings.value("logit_scale")
         probs: Dict[int, torch.Tensor] = {}
         row_features = []
         for r in rows:
@@ -99,7 +94,7 @@ class CLIPerDense(DenseMethod):
             logits = scale * F.normalize(features[:, 1:], dim=-1) @ text.T  # (B, N, Q + 1)
             probs[r] = torch.softmax(logits, dim=-1)[..., :-1]
         selected = probs[select]
-        selected = torch.where(selected < selected.amax(dim=1, keepdim=True) * self._value("attention_thr"),
+        selected = torch.where(selected < selected.amax(dim=1, keepdim=True) * self.settings.value("attention_thr"),
                                torch.zeros_like(selected), selected)
         probs[select] = selected  # the release thresholds in place: the average below sees it too
         propagation = fused[depth - 1].mean(dim=1)[:, 1:, 1:]  # (B, N, N), heads averaged

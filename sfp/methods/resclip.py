@@ -95,10 +95,6 @@ class ResCLIPDense(DenseMethod):
                            else default_rcs_layers(tower.depth))
         block_indices("method.rcs_layers", self.rcs_layers, tower.depth)
 
-    def _value(self, name: str) -> float:
-        value = getattr(self.settings, name)
-        return self.settings.fallbacks[name] if value is None else value
-
     def trunk_plan(self) -> TrunkPlan:
         layers = set(self.stats_layers()) | (set(self.rcs_layers) if self.settings.rcs else set())
         return TrunkPlan(self.tower.depth - 1, frozenset(layers), embed=self._embed, embed_key="pos:offset")
@@ -138,7 +134,7 @@ class ResCLIPDense(DenseMethod):
             attention = (torch.softmax(mix(q @ q.transpose(-2, -1) * scale), dim=-1)
                          + torch.softmax(mix(k @ k.transpose(-2, -1) * scale), dim=-1))
         if rcs is not None:
-            tau, lam = self._value("rcs_tau"), self._value("rcs_lambda")
+            tau, lam = self.settings.value("rcs_tau"), self.settings.value("rcs_lambda")
             attention = tau * ((1 - lam) * attention + lam * rcs)
         out = tower.out_proj(last, attention @ v)
         if s.base is ResCLIPBase.sclip:
@@ -147,7 +143,7 @@ class ResCLIPDense(DenseMethod):
 
     def _sfr_mix(self, sfr: torch.Tensor):
         """logits -> tau * ((1 - lambda) * logits + lambda * S / max S), S per image (B, 1, T, T)."""
-        tau, lam = self._value("sfr_tau"), self._value("sfr_lambda")
+        tau, lam = self.settings.value("sfr_tau"), self.settings.value("sfr_lambda")
         normalised = sfr / sfr.amax(dim=(-2, -1), keepdim=True)
         if self.settings.release_fp16:  # the release casts S to float16 and multiplies lambda in float16
             bias = (lam * normalised.half()).to(sfr.dtype)
@@ -167,7 +163,7 @@ class ResCLIPDense(DenseMethod):
             logits = pamr(images, logits, s.sfr_pamr_steps, s.sfr_pamr_dilations)
         probs = torch.softmax(logits * s.sfr_logit_scale, dim=1)
         confidence, labels = probs.max(dim=1)
-        labels = torch.where(confidence < self._value("temp_thd"), torch.zeros_like(labels), labels)
+        labels = torch.where(confidence < self.settings.value("temp_thd"), torch.zeros_like(labels), labels)
         ph, pw = self.tower.patch_size
         labels = labels[:, :gh * ph, :gw * pw].reshape(b, gh, ph, gw, pw).permute(0, 1, 3, 2, 4)
         return torch.mode(labels.reshape(b, gh, gw, ph * pw), dim=-1).values

@@ -72,12 +72,6 @@ class TestTimeRegisters:
         return edited
 
 
-def mlp_hidden(block: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The MLP's hidden activations after its non-linearity, for the block's residual stream x (after attention)."""
-    mlp = block.mlp
-    return mlp.gelu(mlp.c_fc(block.ln_2(x)))
-
-
 @torch.no_grad()
 def neuron_scores(tower, images: Iterable[torch.Tensor], detect_layer: int, norm_threshold: float,
                   sparsity: bool, sparsity_fraction: float, sparsity_activation: float
@@ -90,13 +84,9 @@ def neuron_scores(tower, images: Iterable[torch.Tensor], detect_layer: int, norm
         x, _ = tower.embed(image)
         hidden: List[torch.Tensor] = []
         outputs: List[torch.Tensor] = []
-        for j, block in enumerate(tower.blocks):
-            q, k, v = tower.qkv(j, tower.ln_1(j, x))
-            probs = torch.softmax((q * tower.head_dim ** -0.5) @ k.transpose(-2, -1), dim=-1)
-            x = x + block.ls_1(tower.out_proj(j, probs @ v))
-            h = mlp_hidden(block, x)
+        for j in range(tower.depth):
+            x, _, h = tower.block_hidden(j, x)
             hidden.append(h[0])
-            x = x + block.ls_2(block.mlp.c_proj(h))
             outputs.append(x[0])
         norms = outputs[detect_layer].norm(dim=-1)  # every token, the class token included
         locations = norms > norm_threshold

@@ -21,8 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import WeightsError
-from .registers import TestTimeRegisters, mlp_hidden
+from .registers import TestTimeRegisters
 
+# The normalisation CLIP's crops carry (OpenAI's pixel mean and std).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 POS_MODES = ("open_clip", "offset", "bilinear_fp16")
 
 # after_block(j, h_j, attention_j or None) -> tokens the following blocks consume
@@ -207,12 +210,22 @@ class VisionTower(nn.Module):
     def block_with_registers(self, j: int, x: torch.Tensor, registers: TestTimeRegisters,
                              with_attention: bool) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Block j computed by hand with its register neurons moved to the register tokens (`registers`)."""
+        out, probs, _ = self.block_hidden(j, x, lambda hidden: registers.edit_activations(j, hidden))
+        return out, probs if with_attention else None
+
+    def block_hidden(self, j: int, x: torch.Tensor,
+                     edit: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Block j by hand, exposing its MLP's hidden activations (after the non-linearity; `edit` may replace
+        them before the output projection): (output, attention probabilities, hidden activations)."""
         block = self.blocks[j]
         q, k, v = self.qkv(j, self.ln_1(j, x))
         probs = torch.softmax((q * self.head_dim**-0.5) @ k.transpose(-2, -1), dim=-1)
         x = x + block.ls_1(self.out_proj(j, probs @ v))
-        hidden = registers.edit_activations(j, mlp_hidden(block, x))
-        return x + block.ls_2(block.mlp.c_proj(hidden)), probs if with_attention else None
+        hidden = block.mlp.gelu(block.mlp.c_fc(block.ln_2(x)))
+        if edit is not None:
+            hidden = edit(hidden)
+        return x + block.ls_2(block.mlp.c_proj(hidden)), probs, hidden
 
     # ---- parts of a block, for methods that rebuild one -----------------------------------------------------
     def ln_1(self, j: int, x: torch.Tensor) -> torch.Tensor:
