@@ -7,16 +7,20 @@ project.
     python -m analysis sweep --param mitigator.top_k --runs outputs/ --format csv
     python -m analysis main --wandb my-team/sfp --group sweep-7f3a      # pulled once, then read from the cache
     python -m analysis plots --runs outputs/ --out-dir figures --param mitigator.top_k
+    python -m analysis components --runs outputs/experiments/ablation_components --ci   # Δ [lo, hi] per row
+    python -m analysis compare outputs/runs/A outputs/runs/B --json                     # paired bootstrap, B - A
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 from sfp.errors import SFPError
 
+from .intervals import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapSettings, compare_runs
 from .published import load_published
 from .render import FORMATS, render
 from .runs import filter_runs, load_records, load_runs, parse_where
@@ -30,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{main,components,detector,sweep,plots,pull}")
+                                     metavar="{main,components,detector,sweep,compare,plots,pull}")
 
     source = argparse.ArgumentParser(add_help=False)
     where = source.add_argument_group("runs")
@@ -52,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--out", type=Path, metavar="FILE", help="write here instead of printing")
     out.add_argument("--decimals", type=int, default=2, help="decimals shown in md and tex (default 2)")
 
+    bootstrap = argparse.ArgumentParser(add_help=False)
+    _bootstrap_options(bootstrap.add_argument_group("confidence intervals"))
+    output = argparse.ArgumentParser(add_help=False, parents=[output, bootstrap])
+
     main = commands.add_parser("main", parents=[source, output], help="methods x datasets with published figures")
     main.add_argument("--published", type=Path, metavar="CSV", help="published figures (default: the project's)")
     main.add_argument("--no-published", action="store_true", help="reproduced rows only")
@@ -59,12 +67,23 @@ def _parser() -> argparse.ArgumentParser:
                       help="all published methods of each backbone (default) or only those with runs")
     main.add_argument("--backbone-label", action="append", default=[], metavar="CHOICE=NAME",
                       help="compare a backbone with a published one, e.g. custom=ViT-B/16; repeatable")
+    main.add_argument("--reference", metavar="PRESET", help="also a Δ row per reproduced row against this "
+                                                            "preset's row (e.g. sfp); with --ci, its interval")
     for name, text in (("components", "one row per on/off combination of the SFP components"),
                        ("detector", "one row per outlier detector")):
         command = commands.add_parser(name, parents=[source, output], help=text)
         command.add_argument("--preset", default="sfp", help="method preset whose runs are compared (default sfp)")
     sweep = commands.add_parser("sweep", parents=[source, output], help="one row per value of a config field")
     sweep.add_argument("--param", required=True, help="config field, e.g. mitigator.top_k or aggregation.beta")
+
+    compare = commands.add_parser("compare", help="paired bootstrap interval of B - A per dataset",
+                                  description="mIoU of two runs evaluated on the same images and the paired "
+                                              "bootstrap interval of their difference (B - A), per dataset.")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="a run folder (or its results.json)")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B")
+    compare.add_argument("--dataset", action="append", default=[], help="only this dataset; repeatable")
+    _bootstrap_options(compare, switch=False)
+    compare.add_argument("--json", action="store_true", help="one JSON object per dataset (for scripts)")
 
     plots = commands.add_parser("plots", parents=[source], help="figures as PNG and PDF")
     plots.add_argument("--out-dir", type=Path, required=True, help="folder for the figures")
@@ -77,6 +96,36 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--group")
     pull.add_argument("--cache-dir", type=Path)
     return parser
+
+
+def _bootstrap_options(group, switch: bool = True) -> None:
+    if switch:
+        group.add_argument("--ci", action="store_true", help="Δ rows with paired bootstrap intervals (needs the "
+                                                             "runs' per-image records)")
+    group.add_argument("--level", type=float, default=DEFAULT_LEVEL, help=f"interval level (default {DEFAULT_LEVEL})")
+    group.add_argument("--resamples", type=int, default=DEFAULT_RESAMPLES,
+                       help=f"bootstrap resamples (default {DEFAULT_RESAMPLES})")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"resampling seed (default {DEFAULT_SEED})")
+
+
+def _settings(args: argparse.Namespace) -> BootstrapSettings:
+    return BootstrapSettings(resamples=args.resamples, level=args.level, seed=args.seed)
+
+
+def _compare(args: argparse.Namespace) -> str:
+    results = compare_runs(args.run_a, args.run_b, args.dataset or None, _settings(args))
+    if args.json:
+        return "".join(json.dumps(r.as_json()) + "\n" for r in results)
+    level = f"{results[0].settings.level:.0%}"
+    lines = [f"A: {args.run_a}", f"B: {args.run_b}", "",
+             f"| dataset | images | mIoU A [{level}] | mIoU B [{level}] | Δ B - A [{level}] |", "|:--|--:|--:|--:|--:|"]
+    for r in results:
+        lines.append(f"| {r.dataset} | {r.n_images} | {r.miou_a:.2f} [{r.miou_a_lo:.2f}, {r.miou_a_hi:.2f}] | "
+                     f"{r.miou_b:.2f} [{r.miou_b_lo:.2f}, {r.miou_b_hi:.2f}] | {r.delta:+.2f} [{r.lo:+.2f}, "
+                     f"{r.hi:+.2f}]{'*' if r.significant else ''} |")
+    lines += ["", f"Paired bootstrap over images ({results[0].settings.resamples} resamples, seed "
+                  f"{results[0].settings.seed}); * the interval excludes zero."]
+    return "\n".join(lines) + "\n"
 
 
 def _records(args: argparse.Namespace):
@@ -111,16 +160,18 @@ def _runs(args: argparse.Namespace, records=None):
 
 def _table(args: argparse.Namespace):
     runs = _runs(args)
+    intervals = _settings(args) if args.ci else None
     if args.command == "main":
         published = False if args.no_published else (None if args.published is None else
                                                       load_published(args.published))
         return main_table(runs, published=published, datasets=args.datasets, published_rows=args.published_rows,
-                          backbone_labels=parse_where(args.backbone_label))
+                          backbone_labels=parse_where(args.backbone_label), reference=args.reference,
+                          intervals=intervals)
     if args.command == "components":
-        return components_table(runs, preset=args.preset, datasets=args.datasets)
+        return components_table(runs, preset=args.preset, datasets=args.datasets, intervals=intervals)
     if args.command == "detector":
-        return detector_table(runs, preset=args.preset, datasets=args.datasets)
-    return sweep_table(runs, args.param, datasets=args.datasets)
+        return detector_table(runs, preset=args.preset, datasets=args.datasets, intervals=intervals)
+    return sweep_table(runs, args.param, datasets=args.datasets, intervals=intervals)
 
 
 def _plots(args: argparse.Namespace) -> List[Path]:
@@ -150,13 +201,16 @@ def _plots(args: argparse.Namespace) -> List[Path]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.command != "pull" and sum(map(bool, (args.runs, args.wandb, args.wandb_cache))) != 1:
+    if args.command not in ("pull", "compare") and sum(map(bool, (args.runs, args.wandb, args.wandb_cache))) != 1:
         parser.error("give exactly one of --runs DIR, --wandb ENTITY/PROJECT or --wandb-cache FILE")
     try:
         if args.command == "pull":
             from .wandb_pull import pull_runs
 
             print(pull_runs(args.wandb, args.group, cache_dir=args.cache_dir))
+            return 0
+        if args.command == "compare":
+            sys.stdout.write(_compare(args))
             return 0
         if args.command == "plots":
             for path in _plots(args):

@@ -1,5 +1,8 @@
 """A `Table` as markdown, LaTeX (booktabs, best value per column in bold) or CSV.
 
+Difference rows with a paired bootstrap interval show it as `+1.20 [+0.40, +2.05]*` (* the interval excludes
+zero); the CSV gives `<column>_lo`, `<column>_hi` and `<column>_excludes_zero` at full precision.
+
 Cells show the mean mIoU with `decimals` decimals; differences carry a sign. The `runs` column gives how many
 runs were averaged into a row (e.g. "2"; "1-2" when the row's datasets had different numbers of runs, and
 then the cells with fewer runs say so, e.g. "12.30 (n=1)"). Missing values are empty cells.
@@ -12,6 +15,7 @@ from typing import Any, List, Tuple
 
 import pandas as pd
 
+from .intervals import excludes_zero
 from .names import dataset_group, dataset_label
 from .tables import AVERAGE, DELTA, DIFFERENCE, REPRODUCED, Table
 from .variants import normalise
@@ -40,6 +44,20 @@ def _number(value: float, decimals: int, signed: bool = False) -> str:
     if value == 0:
         value = 0.0  # no "-0.00"
     return f"{value:+.{decimals}f}" if signed else f"{value:.{decimals}f}"
+
+
+def _bounds(table: Table, row: Any, column: str) -> Tuple[float, float]:
+    if table.lo is None or column not in table.lo.columns:
+        return math.nan, math.nan
+    return float(table.lo.at[row, column]), float(table.hi.at[row, column])
+
+
+def _interval(table: Table, row: Any, column: str, decimals: int) -> str:
+    """" [lo, hi]" after a difference, with "*" when the interval excludes zero; "" without an interval."""
+    lo, hi = _bounds(table, row, column)
+    if math.isnan(lo) or math.isnan(hi):
+        return ""
+    return f" [{_number(lo, decimals, True)}, {_number(hi, decimals, True)}]" + ("*" if excludes_zero(lo, hi) else "")
 
 
 def _runs_text(counts: pd.Series) -> str:
@@ -77,8 +95,9 @@ def display_frame(table: Table, decimals: int = 2) -> pd.DataFrame:
             count = int(counts[dataset])
             if text and kind == REPRODUCED and 0 < count < most:
                 text += f" (n={count})"
-            cells.append(text)
-        cells.append(_number(table.values.at[row, AVERAGE], decimals, signed))
+            cells.append(text + _interval(table, row, dataset, decimals))
+        cells.append(_number(table.values.at[row, AVERAGE], decimals, signed) + _interval(table, row, AVERAGE,
+                                                                                          decimals))
         if DELTA in table.values.columns:
             cells.append(_number(table.values.at[row, DELTA], decimals, signed=True))
         cells.append(_runs_text(counts) if kind == REPRODUCED else "")
@@ -175,6 +194,12 @@ def to_csv(table: Table) -> str:
     """Machine-readable: the row levels, the row kind, the values at full precision under their keys
     (dataset keys, avg, delta), and the number of runs; empty cells where a value is missing."""
     values = table.values.copy()
+    if table.lo is not None:  # the intervals of the difference rows, and whether each excludes zero
+        for column in table.lo.columns:
+            bounds = [_bounds(table, row, column) for row in values.index]
+            values[f"{column}_lo"] = [b[0] for b in bounds]
+            values[f"{column}_hi"] = [b[1] for b in bounds]
+            values[f"{column}_excludes_zero"] = [("" if math.isnan(b[0]) else excludes_zero(*b)) for b in bounds]
     values[RUNS] = [(_runs_text(table.counts.loc[row]) if table.kinds[row] == REPRODUCED else "")
                     for row in values.index]
     values.insert(0, "kind", table.kinds.to_numpy())

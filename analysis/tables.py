@@ -17,14 +17,16 @@ from .names import (
     BACKBONE_ORDER, BENCHMARKS, DATASET_LABELS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label,
     order_by, order_datasets, preset_label, published_method,
 )
-from .published import load_published, published_label
+from .intervals import BootstrapSettings, interval_note, paired_row_intervals
+from .published import load_published, published_label, published_protocol_notes
 from .runs import numeric, resolve_column
-from .variants import defaults, normalise, select_configurations
+from .variants import defaults, normalise, protocol_flags, select_configurations
 
 AVERAGE = "avg"
 DELTA = "delta"
 REPRODUCED, PUBLISHED, DIFFERENCE = "reproduced", "published", "difference"
 VARIANT_LEVEL = "Configuration"
+ROW_LEVEL = "Row"
 LEVEL_NAMES = {"backbone": "Backbone", "preset": "Method"}
 
 
@@ -43,6 +45,9 @@ class Table:
     delta_label: Optional[str] = None
     block_levels: Tuple[str, ...] = ()
     notes: List[str] = field(default_factory=list)
+    # paired bootstrap intervals of difference rows: same index as values, columns datasets + avg (NaN: none)
+    lo: Optional[pd.DataFrame] = None
+    hi: Optional[pd.DataFrame] = None
 
     def cell(self, row: Union[Tuple[Any, ...], Any], column: str) -> float:
         """One value, by row label (tuple of index values) and column key (dataset, `avg` or `delta`)."""
@@ -85,10 +90,13 @@ def _average(values: pd.DataFrame, datasets: List[str]) -> pd.Series:
 
 def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None] = None,
                datasets: Optional[Union[str, Sequence[str]]] = None, published_rows: str = "all",
-               backbone_labels: Optional[Mapping[str, str]] = None) -> Table:
+               backbone_labels: Optional[Mapping[str, str]] = None, reference: Optional[str] = None,
+               intervals: Optional[BootstrapSettings] = None) -> Table:
     """Methods x datasets + average, one block per backbone. Each method shows its reproduced row(s) (one per
     preset), the published rows of that method and backbone, and one difference row per (reproduced,
-    published) pair.
+    published) pair; with `reference` (a preset), also one difference row per reproduced row against that
+    preset's row of the same backbone, with its paired bootstrap interval when `intervals` are asked for.
+    Reproduced rows of a block whose protocols differ are marked ‡ and named in a note.
 
     published: the published table (default: the project's CSV; False: none). published_rows: "all" (every
     published method of a backbone that has runs, with empty reproduced rows for presets not run) or
@@ -108,6 +116,13 @@ def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None]
                                       describe_group=lambda key: f"{key[1]} on {key[0]}")
     runs = runs[selection.keep].assign(variant=selection.variant[selection.keep])
     means, counts = _cells(runs, ["backbone", "preset", "variant"], datasets)
+    protocol_notes, odd_rows = protocol_flags(runs, ["backbone", "preset", "variant"], ["backbone"],
+                                              describe_row=lambda k: k[1] + (f" [{k[2]}]" if k[2] else ""))
+    members = _members(runs, ["backbone", "preset", "variant"])
+    pairs: List[Tuple[Tuple[str, str, str], Tuple[str, str, str]]] = []
+    pair_rows: Dict[Tuple[str, str, str], int] = {}  # raw key -> position of its difference row
+    reference_notes: List[str] = []
+    shown_published: List[pd.DataFrame] = []
 
     labels: List[Tuple[str, str, str]] = []
     kinds: List[str] = []
@@ -123,6 +138,14 @@ def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None]
 
     for backbone in order_by(runs["backbone"].dropna().unique(), BACKBONE_ORDER):
         shown_backbone = backbone_label(backbone, backbone_labels)
+        reference_key = None
+        if reference is not None:
+            keys = [k for k in means.index if k[0] == backbone and k[1] == reference]
+            if len(keys) == 1:
+                reference_key = keys[0]
+            else:
+                reference_notes.append(f"{shown_backbone}: no difference to {reference} (" + (
+                    "no run of it" if not keys else f"{len(keys)} configurations of it") + ")")
         ran = order_by(runs.loc[runs["backbone"] == backbone, "preset"].dropna().unique(), PRESET_ORDER)
         block_published = published[published["backbone"] == shown_backbone]
         methods = {published_method(p) for p in ran}
@@ -143,9 +166,19 @@ def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None]
                         values, count = empty, None
                     else:
                         values, count = means.loc[(backbone, preset, variant)], counts.loc[(backbone, preset, variant)]
+                    if variant is not None and (backbone, preset, variant) in odd_rows:
+                        label += " ‡"
                     add((shown_backbone, method, label), REPRODUCED, values, count)
                     reproduced.append((name, rows[-1]))
+                    if reference_key is not None and variant is not None and (backbone, preset, variant) != \
+                            reference_key:
+                        key = (backbone, preset, variant)
+                        add((shown_backbone, method, f"Δ {name} vs {reference}"), DIFFERENCE,
+                            values - means.loc[reference_key])
+                        pairs.append((key, reference_key))
+                        pair_rows[key] = len(rows) - 1
             block_rows = block_published[block_published["method"] == method]
+            shown_published.append(block_rows)
             for _, row in block_rows.iterrows():
                 add((shown_backbone, method, published_label(row)), PUBLISHED,
                     row.reindex(datasets).astype("float64"))
@@ -166,11 +199,28 @@ def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None]
     values.loc[differences, AVERAGE] = values.loc[differences, datasets].mean(axis=1, skipna=False)
     notes = [
         "mIoU (%). Empty cells: no run, or no published figure. Avg: mean over the columns shown, empty when one "
-        "is missing. Δ: reproduced minus published.",
-        *selection.notes,
+        "is missing. Δ: reproduced minus published" + (f", or reproduced minus reproduced {reference}" if reference
+                                                        else "") + ".",
+        *selection.notes, *protocol_notes, *reference_notes,
     ]
+    lo = hi = None
+    if intervals is not None and pairs:
+        found, problems = paired_row_intervals(members, pairs, datasets, intervals)
+        columns = datasets + [AVERAGE]
+        lo = pd.DataFrame(np.nan, index=index, columns=columns)
+        hi = pd.DataFrame(np.nan, index=index, columns=columns)
+        for key, position in pair_rows.items():
+            for column, (low, high) in found.get(key, {}).items():
+                lo.iloc[position, columns.index(column)] = low
+                hi.iloc[position, columns.index(column)] = high
+        notes.append(interval_note(intervals) + " Published rows have no per-image records: no interval.")
+        if problems:
+            notes.append(f"no interval where per-image records are missing or differ: {'; '.join(problems[:3])}"
+                         + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+    if shown_published:
+        notes.extend(published_protocol_notes(pd.concat(shown_published)))
     return Table("main", "Main results: mIoU per method and dataset", values, count_frame, kind_series,
-                 datasets, block_levels=("Backbone",), notes=notes)
+                 datasets, block_levels=("Backbone",), notes=notes, lo=lo, hi=hi)
 
 
 # --------------------------------------------------------------------------- ablation tables
@@ -180,7 +230,9 @@ def ablation_table(runs: pd.DataFrame, keys: Sequence[str], level_names: Sequenc
                    title: str, expected: Optional[Sequence[Tuple[Any, ...]]] = None,
                    reference: Optional[Tuple[Any, ...]] = None, reference_text: str = "",
                    datasets: Optional[Union[str, Sequence[str]]] = None,
-                   context: Sequence[str] = ("backbone", "preset")) -> Table:
+                   context: Sequence[str] = ("backbone", "preset"),
+                   intervals: Optional[BootstrapSettings] = None,
+                   protocol_exempt: Sequence[str] = ()) -> Table:
     """One row per value combination of `keys` (run columns), a column per dataset and the average, and,
     with `reference`, the difference of each row's average to the reference row's, per block. `expected`
     combinations always get a row (empty when not run); others follow in sorted order. `context` columns
@@ -219,6 +271,7 @@ def ablation_table(runs: pd.DataFrame, keys: Sequence[str], level_names: Sequenc
 
     notes = ["mIoU (%). Empty cells: no run. Avg: mean over the columns shown, empty when one is missing."]
     delta_label = None
+    pairs: List[Tuple[Tuple[Any, ...], Tuple[Any, ...]]] = []  # (row, its block's reference row)
     if reference is not None:
         delta_label = f"Δ Avg vs {reference_text}"
         values[DELTA] = np.nan
@@ -227,24 +280,73 @@ def ablation_table(runs: pd.DataFrame, keys: Sequence[str], level_names: Sequenc
             refs = [k for k in rows if _text(k[n_outer:-1]) == _text(reference)]
             if len(refs) == 1:
                 values.loc[rows, DELTA] = values.loc[rows, AVERAGE] - values.loc[refs[0], AVERAGE]
+                pairs += [(k, refs[0]) for k in rows if k != refs[0] and count_frame.loc[[k]].to_numpy().any()]
             elif len(refs) > 1:
                 notes.append(f"{describe(block + reference) if block else reference_text}: several configurations, "
                              "no difference shown")
     notes.extend(selection.notes)
+    members = _members(runs, group_keys + ["variant"])
+    notes.extend(protocol_flags(runs, group_keys + ["variant"], outer, exclude=protocol_exempt,
+                                describe_row=lambda k: describe(k[:-1]) + (f" [{k[-1]}]" if k[-1] else ""))[0])
 
     names = [LEVEL_NAMES.get(c, c) for c in outer] + list(level_names) + [VARIANT_LEVEL]
+    kinds = [REPRODUCED] * len(ordered)
+    labels: List[Tuple[Any, ...]] = list(ordered)
+    lo = hi = None
+    if intervals is not None and pairs:  # a difference row under each compared row, with its interval
+        found, problems = paired_row_intervals(members, pairs, datasets, intervals)
+        reference_of = dict(pairs)
+        columns = datasets + [AVERAGE]
+        rows, count_rows, kinds, labels, lo_rows, hi_rows = [], [], [], [], [], []
+        for k in ordered:
+            rows.append(values.loc[[k]].iloc[0])
+            count_rows.append(count_frame.loc[[k]].iloc[0])
+            kinds.append(REPRODUCED)
+            labels.append(k + ("mIoU",))
+            lo_rows.append({})
+            hi_rows.append({})
+            if k in reference_of:
+                rows.append(values.loc[[k], columns].iloc[0] - values.loc[[reference_of[k]], columns].iloc[0])
+                count_rows.append(pd.Series(0, index=datasets))
+                kinds.append(DIFFERENCE)
+                labels.append(k + (f"Δ vs {reference_text}",))
+                lo_rows.append({c: v[0] for c, v in found.get(k, {}).items()})
+                hi_rows.append({c: v[1] for c, v in found.get(k, {}).items()})
+        raw = pd.MultiIndex.from_tuples(labels)
+        values = pd.DataFrame(rows, index=raw).reindex(columns=values.columns).astype("float64")
+        count_frame = pd.DataFrame(count_rows, index=raw).reindex(columns=datasets).fillna(0).astype("int64")
+        lo = pd.DataFrame(lo_rows, index=raw).reindex(columns=columns).astype("float64")
+        hi = pd.DataFrame(hi_rows, index=raw).reindex(columns=columns).astype("float64")
+        names = names + [ROW_LEVEL]
+        notes.append(interval_note(intervals))
+        if problems:
+            notes.append(f"no interval where per-image records are missing or differ: {'; '.join(problems[:3])}"
+                         + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
     if has_variants:
-        index = pd.MultiIndex.from_tuples(ordered, names=names)
+        index = pd.MultiIndex.from_tuples(labels, names=names)
     else:  # every row is one configuration: no Configuration column
-        index = pd.MultiIndex.from_tuples([k[:-1] for k in ordered], names=names[:-1])
+        variant_at = len(names) - (2 if lo is not None else 1)
+        index = pd.MultiIndex.from_tuples([k[:variant_at] + k[variant_at + 1:] for k in labels],
+                                          names=names[:variant_at] + names[variant_at + 1:])
     values.index = count_frame.index = index
-    kinds = pd.Series(REPRODUCED, index=values.index)
+    if lo is not None:
+        lo.index = hi.index = index
+    kinds = pd.Series(kinds, index=index)
     return Table(name, title, values, count_frame, kinds, datasets, delta_label=delta_label,
-                 block_levels=tuple(LEVEL_NAMES.get(c, c) for c in outer), notes=notes)
+                 block_levels=tuple(LEVEL_NAMES.get(c, c) for c in outer), notes=notes, lo=lo, hi=hi)
+
+
+def _members(runs: pd.DataFrame, keys: Sequence[str]) -> Dict[Tuple[Any, ...], Dict[str, List[str]]]:
+    """Row key -> dataset -> the run folders averaged into that cell."""
+    members: Dict[Tuple[Any, ...], Dict[str, List[str]]] = {}
+    for key, folders in runs.groupby(list(keys) + ["dataset"], dropna=False, sort=False)["run_dir"]:
+        members.setdefault(tuple(key[:-1]), {})[key[-1]] = sorted(set(folders))
+    return members
 
 
 def components_table(runs: pd.DataFrame, *, preset: Optional[str] = "sfp",
-                     datasets: Optional[Union[str, Sequence[str]]] = None) -> Table:
+                     datasets: Optional[Union[str, Sequence[str]]] = None,
+                     intervals: Optional[BootstrapSettings] = None) -> Table:
     """The component ablation: one row per on/off combination of the mitigator, enhancer and integrator (and
     the aggregation when it was switched too) of `preset`'s runs, with the difference to the full method."""
     if preset is not None:
@@ -262,11 +364,12 @@ def components_table(runs: pd.DataFrame, *, preset: Optional[str] = "sfp",
         title=f"Component ablation ({preset or 'all presets'}): mIoU per on/off combination",
         expected=list(product(*options)),
         reference=reference, reference_text="full", datasets=datasets,
-        context=("backbone",) if preset is not None else ("backbone", "preset"))
+        context=("backbone",) if preset is not None else ("backbone", "preset"), intervals=intervals)
 
 
 def detector_table(runs: pd.DataFrame, *, preset: Optional[str] = "sfp",
-                   datasets: Optional[Union[str, Sequence[str]]] = None) -> Table:
+                   datasets: Optional[Union[str, Sequence[str]]] = None,
+                   intervals: Optional[BootstrapSettings] = None) -> Table:
     """Outlier detectors (mitigator.detector) of `preset`'s runs with the mitigator on, with the difference
     to the default detector."""
     from sfp.config.schema import Detector
@@ -281,10 +384,12 @@ def detector_table(runs: pd.DataFrame, *, preset: Optional[str] = "sfp",
         runs, ["cfg.mitigator.detector"], ["detector"], name="detector",
         title=f"Outlier detector ({preset or 'all presets'}, mitigator on): mIoU per detector",
         expected=[(d.value,) for d in Detector], reference=(default,), reference_text=default,
-        datasets=datasets, context=("backbone",) if preset is not None else ("backbone", "preset"))
+        datasets=datasets, context=("backbone",) if preset is not None else ("backbone", "preset"),
+        intervals=intervals)
 
 
-def sweep_table(runs: pd.DataFrame, param: str, *, datasets: Optional[Union[str, Sequence[str]]] = None) -> Table:
+def sweep_table(runs: pd.DataFrame, param: str, *, datasets: Optional[Union[str, Sequence[str]]] = None,
+                intervals: Optional[BootstrapSettings] = None) -> Table:
     """One row per value of a swept config field (e.g. "mitigator.top_k" reads `cfg.mitigator.top_k`), with
     the difference to the field's default when that value was run."""
     column = resolve_column(runs, param)
@@ -295,7 +400,16 @@ def sweep_table(runs: pd.DataFrame, param: str, *, datasets: Optional[Union[str,
     return ablation_table(
         runs, [column], [field_name], name=f"sweep-{field_name}",
         title=f"Sweep of {field_name}: mIoU per value", reference=reference,
-        reference_text=f"{field_name}={default} (default)", datasets=datasets)
+        reference_text=f"{field_name}={default} (default)", datasets=datasets, intervals=intervals,
+        protocol_exempt=_swept_settings(field_name))
+
+
+def _swept_settings(field_name: str) -> Tuple[str, ...]:
+    """The settings a sweep varies on purpose: the field, and for a dataset's field its per-row name."""
+    parts = field_name.split(".")
+    if len(parts) > 2 and parts[0] == "datasets":
+        return (field_name, "dataset." + ".".join(parts[2:]))
+    return (field_name,)
 
 
 TABLES: Dict[str, Callable[..., Table]] = {

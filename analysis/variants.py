@@ -142,3 +142,58 @@ def select_configurations(runs: pd.DataFrame, keys: Sequence[str], describe_grou
 
 def _as_tuple(key: Any) -> Tuple[Any, ...]:
     return key if isinstance(key, tuple) else (key,)
+
+
+# Settings that belong to the evaluation protocol (what every row of a table must share to be compared), as
+# prefixes of `settings()` columns; `RECORD_PROTOCOL_COLUMNS` are run columns read from the records themselves.
+PROTOCOL_PREFIXES = ("dataset.", "inference.", "backbone.", "seed")
+NOT_PROTOCOL = ("backbone.layers", "inference.check_finite", "dataset.method_values", "dataset.label")
+RECORD_PROTOCOL_COLUMNS = ("class_file_sha256", "images_sha256")
+
+
+def is_protocol(key: str) -> bool:
+    if any(key == p or key.startswith(p + ".") for p in NOT_PROTOCOL) or ".method_values" in key:
+        return False
+    return any(key == p or key.startswith(p) for p in PROTOCOL_PREFIXES) or key in RECORD_PROTOCOL_COLUMNS
+
+
+def protocol_flags(runs: pd.DataFrame, row_keys: Sequence[str], block_keys: Sequence[str],
+                   exclude: Sequence[str] = (), describe_row=None) -> Tuple[List[str], List[Tuple[Any, ...]]]:
+    """Rows of one block (and dataset) whose protocols differ: notes naming the settings and the rows, and the
+    row keys (values of `row_keys`) that differ from the block's most common protocol. `exclude`: settings a
+    table compares on purpose (a swept `inference.precision`)."""
+    if runs.empty:
+        return [], []
+    table = settings(runs)
+    for column in RECORD_PROTOCOL_COLUMNS:
+        if column in runs.columns:
+            table[column] = runs[column].map(normalise)
+    columns = [c for c in table.columns if is_protocol(c) and c not in exclude]
+    if not columns:
+        return [], []
+    rows = runs[list(row_keys)].apply(tuple, axis=1)
+    blocks = runs[list(block_keys)].apply(tuple, axis=1) if block_keys else pd.Series([()] * len(runs), runs.index)
+    describe_row = describe_row or (lambda key: ", ".join(normalise(v) for v in key
+                                                          if normalise(v) not in ("", "null")))
+    notes: List[str] = []
+    flagged: List[Tuple[Any, ...]] = []
+    for (block, dataset), index in runs.groupby([blocks, runs["dataset"]], sort=False).groups.items():
+        group = table.loc[index, columns]
+        per_row = group.groupby(rows[index], sort=False).first()  # one protocol per row (rows are one configuration)
+        differing = [c for c in columns if per_row[c].nunique(dropna=False) > 1]
+        if not differing:
+            continue
+        signature = per_row[differing].apply(tuple, axis=1)
+        common = signature.value_counts().index[0]
+        odd = [row for row, sig in signature.items() if sig != common]
+        flagged.extend(odd)
+        where = ", ".join(str(b) for b in block if str(b)) if block else ""
+        shown = []
+        for column in differing[:3]:
+            groups = per_row.groupby(per_row[column], sort=False).groups
+            shown.append(f"{column} (" + "; ".join(f"{value}: {', '.join(describe_row(r) for r in members)}"
+                                                  for value, members in groups.items()) + ")")
+        more = f" and {len(differing) - 3} more" if len(differing) > 3 else ""
+        notes.append(f"protocols differ{' in ' + where if where else ''} on {dataset}: " + "; ".join(shown) + more
+                     + ": these rows were not evaluated alike")
+    return notes, list(dict.fromkeys(flagged))

@@ -179,6 +179,7 @@ def build_model(cfg: ConfigLike, device: Optional[Union[torch.device, str]] = No
     check_geometry(run, tower.patch_size)
     method = build_method(tower, run)
     model = DenseModel(loaded.model, loaded.tokenizer, method, loaded.source, run.backbone.is_real_clip)
+    model.weights_sha256 = loaded.sha256
     device = torch.device(device) if device is not None else resolve_device(run.inference.device)
     model = model.to(device).eval()
     method.registers, model.registers_report = build_registers(run, tower)
@@ -199,6 +200,7 @@ def build_variant_models(runs: Sequence[RunConfig], device: torch.device) -> Lis
             vfms[key] = load_vfm(run.vfm, run.seed)
         method = build_method(lead.tower, run, vfm=vfms.get(key))
         model = DenseModel(lead.clip, lead.tokenizer, method, lead.source, run.backbone.is_real_clip).to(device).eval()
+        model.weights_sha256 = lead.weights_sha256
         if _key(run.registers) not in registers:  # one search per distinct registers setting
             registers[_key(run.registers)] = build_registers(run, lead.tower)
         method.registers, model.registers_report = registers[_key(run.registers)]

@@ -17,13 +17,12 @@ from tqdm.auto import tqdm
 from .config.schema import RunConfig
 from .data import SegmentationDataset
 from .engine.distributed import Ranks, gather_objects, shard, sum_tensor
-from .errors import NumericalError
+from .errors import DataError, NumericalError
 from .grouping import GroupedSegmenter
 from .methods.stats import LayerStatsAccumulator
 from .metrics import IoUAccumulator
 from .models.dense import DenseModel
-
-AREA_NAMES = ("intersection", "union", "predicted", "labelled")  # rows of IoUAccumulator.state_tensor()
+from .tracking.per_image import PerImageAreas
 
 
 @dataclass
@@ -35,6 +34,7 @@ class DatasetOutcome:
     overlays: List[Tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
     outlier_stats: Dict[str, Any] = field(default_factory=dict)
     areas: Optional[torch.Tensor] = None  # (4, classes) int64: intersections, unions, predicted, labelled pixels
+    per_image: Optional[PerImageAreas] = None  # the same counts per image; they sum to `areas` exactly
 
 
 def evaluate_dataset(run: RunConfig, dataset: SegmentationDataset, model: DenseModel, output_dir: Path,
@@ -57,6 +57,8 @@ def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDatas
     live = list(live) if live is not None else [True] * len(runs)
     segmenter = GroupedSegmenter(runs, models, key, class_names=dataset.class_names)
     accumulators = [IoUAccumulator(dataset.num_classes) for _ in runs]
+    image_areas: List[List[Tuple[int, str, np.ndarray]]] = [[] for _ in runs]  # (dataset index, name, (4, C))
+    indices = shard(len(dataset), ranks) if ranks.enabled else list(range(len(dataset)))
     prediction_dirs = [output_dir / "predictions" / key if run.save_predictions else None
                        for run, output_dir in zip(runs, output_dirs)]
     for directory in prediction_dirs:
@@ -65,7 +67,8 @@ def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDatas
     overlays: List[List[Tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in runs]
     stats = [LayerStatsAccumulator() if run.stats.enabled else None for run in runs]
     errors: Dict[int, BaseException] = {}
-    images = Subset(dataset, shard(len(dataset), ranks)) if ranks.enabled else dataset
+    images = Subset(dataset, indices) if ranks.enabled else dataset
+    position = 0
     loader = DataLoader(images, batch_size=lead.inference.images_per_batch, shuffle=False,
                         num_workers=lead.inference.num_workers, collate_fn=list)
     description = key if len(runs) == 1 else f"{key} ({sum(live)} variants, {segmenter.trunks} trunks)"
@@ -76,14 +79,17 @@ def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDatas
         predictions = segmenter.predict_batch(
             [sample.image for sample in batch], [s.update if s is not None else None for s in stats],
             names=[f"dataset {key!r}, image {sample.image_path}" for sample in batch], live=active)
+        batch_indices = indices[position:position + len(batch)]
+        position += len(batch)
         for i, variant_predictions in enumerate(predictions):
             if variant_predictions is None:
                 continue
             if isinstance(variant_predictions, BaseException):
                 errors[i] = variant_predictions
                 continue
-            for sample, prediction in zip(batch, variant_predictions):
-                accumulators[i].update(prediction, sample.label)
+            for index, sample, prediction in zip(batch_indices, batch, variant_predictions):
+                counts = accumulators[i].update(prediction, sample.label)
+                image_areas[i].append((index, sample.name, counts.numpy()))
                 if prediction_dirs[i] is not None:
                     save_label_png(prediction, prediction_dirs[i] / f"{sample.name}.png")
                 if ranks.is_main and len(overlays[i]) < runs[i].tracker.num_overlays:
@@ -101,15 +107,29 @@ def evaluate_dataset_group(runs: Sequence[RunConfig], dataset: SegmentationDatas
         if i in errors:
             outcomes.append(errors[i])
             continue
-        accumulator, variant_stats = accumulators[i], stats[i]
+        accumulator, variant_stats, per_image = accumulators[i], stats[i], image_areas[i]
         if ranks.enabled:
             accumulator, variant_stats = _reduce(accumulator, variant_stats, ranks)
+            per_image = [entry for part in gather_objects(per_image, ranks) for entry in part]
         protocol = segmenter.segmenters[i].protocol
-        metrics = accumulator.compute().as_record(class_display_names(dataset, protocol.prob_thd))
+        names = class_display_names(dataset, protocol.prob_thd)
+        metrics = accumulator.compute().as_record(names)
         outcomes.append(DatasetOutcome(metrics, protocol.as_dict(), dataset.class_names.sha256, seconds,
                                        overlays[i], variant_stats.result() if variant_stats is not None else {},
-                                       accumulator.state_tensor()))
+                                       accumulator.state_tensor(), _per_image_table(per_image, names, key)))
     return outcomes
+
+
+def _per_image_table(entries: List[Tuple[int, str, np.ndarray]], class_names: List[str],
+                     key: str) -> PerImageAreas:
+    """The images' counts in dataset order (ranks evaluate interleaved shards)."""
+    entries = sorted(entries, key=lambda entry: entry[0])
+    c = len(class_names)
+    areas = np.stack([entry[2] for entry in entries]) if entries else np.zeros((0, 4, c), dtype=np.int64)
+    try:
+        return PerImageAreas([entry[1] for entry in entries], areas, areas[:, 3, :].sum(axis=1), class_names)
+    except ValueError as exc:
+        raise DataError(f"dataset {key!r}: {exc} (image names key the per-image records)") from None
 
 
 def _reduce(accumulator: IoUAccumulator, stats: Optional[LayerStatsAccumulator],

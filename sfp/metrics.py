@@ -78,8 +78,9 @@ class IoUAccumulator:
         self.area_label = torch.zeros(num_classes, dtype=torch.int64)
         self.n_images = 0
 
-    def update(self, pred: Any, label: Any) -> None:
-        """Add one image: `pred` and `label` are (H, W) integer class maps of the same shape."""
+    def update(self, pred: Any, label: Any) -> torch.Tensor:
+        """Add one image: `pred` and `label` are (H, W) integer class maps of the same shape. Returns the
+        image's own (4, num_classes) counts (rows as in `state_tensor()`)."""
         p = _as_int64(pred, "pred")
         lab = _as_int64(label, "label")
         if tuple(p.shape) != tuple(lab.shape):
@@ -113,13 +114,15 @@ class IoUAccumulator:
             )
 
         hit = p[p == lab]
-        self.area_intersect += torch.bincount(hit, minlength=c).cpu()
+        area_intersect = torch.bincount(hit, minlength=c).cpu()
         area_pred = torch.bincount(p, minlength=c).cpu()
         area_label = torch.bincount(lab, minlength=c).cpu()
+        self.area_intersect += area_intersect
         self.area_pred += area_pred
         self.area_label += area_label
         self.area_union = self.area_pred + self.area_label - self.area_intersect
         self.n_images += 1
+        return torch.stack([area_intersect, area_pred + area_label - area_intersect, area_pred, area_label])
 
     def merge(self, other: "IoUAccumulator") -> None:
         """Add another accumulator's sums (e.g. from another process or shard)."""

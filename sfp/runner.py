@@ -24,9 +24,11 @@ from .data import build_dataset
 from .engine.device import resolve_device
 from .engine.distributed import Ranks, init_from_env
 from .errors import SFPError
-from .evaluation import AREA_NAMES, DatasetOutcome, evaluate_dataset_group
+from .evaluation import DatasetOutcome, evaluate_dataset_group
 from .grouping import group_indices
 from .models.dense import DenseModel
+from .models.templates import template_record
+from .tracking.per_image import AREA_NAMES, record_entry
 from .tracking.resume import completed_record, config_fingerprint, refuse_other_configuration
 from .tracking.results_store import (
     RESULTS_FILENAME, ResultsError, build_record, read_results, to_jsonable, write_json_atomic,
@@ -168,6 +170,7 @@ class _JobRecorder:
         self.model_info: Dict[str, Any] = {}
         self.evaluation: Dict[str, Any] = {}
         self.areas: Dict[str, Any] = {}
+        self.per_image: Dict[str, Any] = {}
         self.error: Optional[BaseException] = None
 
     def write(self, status: str) -> Dict[str, Any]:
@@ -175,7 +178,8 @@ class _JobRecorder:
                               status=status,
                               extra={"protocol": self.protocols, "model": self.model_info,
                                      "outlier_stats": self.outlier_stats, "evaluation": self.evaluation,
-                                     "areas": self.areas,
+                                     "areas": self.areas, "per_image": self.per_image,
+                                     "templates": template_record(self.job.run.inference.templates),
                                      "fingerprint": config_fingerprint(self.config), "world_size": self.ranks.world})
         if self.ranks.is_main:
             path = self.job.output_dir / RESULTS_FILENAME
@@ -197,6 +201,8 @@ class _JobRecorder:
         self.class_files[key] = outcome.class_file_sha256
         if outcome.areas is not None:  # the exact sums the metrics come from
             self.areas[key] = dict(zip(AREA_NAMES, outcome.areas.tolist()))
+        if outcome.per_image is not None and self.ranks.is_main:  # the same counts per image, file first
+            self.per_image[key] = record_entry(self.job.output_dir, key, outcome.per_image)
         if outcome.outlier_stats:
             self.outlier_stats[key] = outcome.outlier_stats
             self.tracker.log_layer_stats(key, outcome.outlier_stats)
@@ -231,7 +237,8 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
             log.info("one pass for %d jobs: %s", len(jobs), ", ".join(str(job.name or job.output_dir) for job in jobs))
         for recorder, model in zip(recorders, models):
             recorder.timing["model_load_s"] = load_s
-            recorder.model_info.update(source=model.source, is_real_clip=model.is_real_clip)
+            recorder.model_info.update(source=model.source, is_real_clip=model.is_real_clip,
+                                       weights_sha256=model.weights_sha256)
             vfm = getattr(model.method, "vfm", None)
             if vfm is not None:
                 recorder.model_info["vfm_source"] = vfm.source

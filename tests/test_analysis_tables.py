@@ -156,9 +156,11 @@ def test_main_table_puts_published_rows_and_differences_beside_the_reproduced_on
 
     naclip_rows = [r for r in values.index if r[1] == "NACLIP" and kinds[r] == "published"]
     assert [r[2] for r in naclip_rows] == ["published: NACLIP paper via Trident/ResCLIP figures; no PAMR",
-                                           "published: NACLIP README; PAMR on"]
+                                           "published: NACLIP README; PAMR on",
+                                           "published: OV-Stitcher Table 1 (CVPR'26 Findings)"]
     proxyclip = [r for r in values.index if r[1] == "ProxyCLIP"]  # a preset with published figures but no run
-    assert [r[2] for r in proxyclip if kinds[r] == "published"] == ["published: Trident README figure; uses DINO"]
+    assert [r[2] for r in proxyclip if kinds[r] == "published"] == ["published: Trident README figure; uses DINO",
+                                                                    "published: OV-Stitcher Table 1 (CVPR'26 Findings)"]
     assert values.loc[("ViT-B/16", "ProxyCLIP", "reproduced: proxyclip")].isna().all()
 
     sfp_rows = [r[2] for r in values.index if r[1] == "SFP"]
@@ -183,12 +185,22 @@ def test_without_a_published_backbone_the_main_table_shows_the_reproduced_rows_o
 
 def test_the_published_figures_are_the_projects_own_data_file():
     published = load_published()
-    assert len(published) == 16 and set(published["backbone"]) == {"ViT-B/16", "ViT-L/14"}
+    assert len(published) == 44 and set(published["backbone"]) == {"ViT-B/16", "ViT-L/14", "MetaCLIP ViT-B/16"}
     cliper = published[(published["method"] == "CLIPer") & (published["backbone"] == "ViT-B/16")].iloc[0]
     assert cliper[["voc21", "ade20k"]].tolist() == [60.7, 19.8] and "CLIPer README" in cliper["source"]
     sfp = published[published["method"] == "SFP"].iloc[0]
     assert sfp["voc21"] == 61.40 and sfp[["context60", "ade20k"]].isna().all()
-    assert len(published[(published["method"] == "NACLIP") & (published["backbone"] == "ViT-B/16")]) == 2
+    assert len(published[(published["method"] == "NACLIP") & (published["backbone"] == "ViT-B/16")]) == 3
+    # OV-Stitcher's Table 1 reprints SFP's full ViT-B/16 row
+    stitcher = published[published["source"].str.startswith("OV-Stitcher Table 1")]
+    row = stitcher[(stitcher["method"] == "SFP") & (stitcher["backbone"] == "ViT-B/16")].iloc[0]
+    assert row[["voc21", "context60", "coco_object", "voc20", "cityscapes", "context59", "ade20k",
+                "coco_stuff"]].tolist() == [62.9, 37.2, 37.9, 84.5, 41.1, 39.9, 20.8, 26.4]
+    assert len(stitcher) == 28 and set(stitcher["backbone"]) == {"ViT-B/16", "ViT-L/14", "MetaCLIP ViT-B/16"}
+    # protocol facts where the source states them, empty where it does not
+    sclip = published[published["source"] == "SCLIP README"].iloc[0]
+    assert (sclip["window"], sclip["postprocess"]) == ("224/112", "none") and "cityscapes=560" in sclip["short_side"]
+    assert published.loc[published["source"] == "ResCLIP README figures", "window"].eq("").all()
 
 
 # --------------------------------------------------------------------------- golden files
@@ -280,7 +292,7 @@ def test_one_block_per_backbone_each_with_its_own_published_rows(analysis_runs, 
     assert body.count("\\midrule") == 2  # under the header, and between the two backbones
     assert "\\midrule\nViT-L/14 & NACLIP & reproduced: naclip" in tex
     # the best value is per backbone block: each block has its own bold cells
-    assert "\\textbf{16.20}" in tex and "\\textbf{52.20}" in tex
+    assert "\\textbf{18.60}" in tex and "\\textbf{52.20}" in tex  # OV-Stitcher's CLIP row is the best B/16
 
 
 def test_an_unknown_dataset_column_is_an_error_naming_it(analysis_runs, capsys):

@@ -4,10 +4,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.helpers import REPO
 from sfp.engine.distributed import Ranks, shard
+from sfp.tracking.per_image import AREA_NAMES, load_for_record
 from sfp.tracking.results_store import read_results
 
 
@@ -48,6 +50,12 @@ def test_two_processes_reduce_sums_to_the_single_process_metrics(tiny_voc, tmp_p
     for name in ("candidates", "cls_entropy", "norm_ratio"):
         assert two["outlier_stats"]["voc21"][name] == pytest.approx(one["outlier_stats"]["voc21"][name], rel=1e-6)
     assert two["outlier_stats"]["voc21"]["n_crops"] == one["outlier_stats"]["voc21"]["n_crops"]
+    # the per-image counts are gathered from both ranks, in dataset order, and sum to the job's areas
+    per_one = load_for_record(tmp_path / "one", one, "voc21")
+    per_two = load_for_record(tmp_path / "two", two, "voc21")
+    assert per_two.names == per_one.names and len(per_two.names) == 3
+    assert np.array_equal(per_two.areas, per_one.areas) and np.array_equal(per_two.pixels, per_one.pixels)
+    assert per_two.total().tolist() == [two["areas"]["voc21"][name] for name in AREA_NAMES]
 
 
 def test_a_sweep_shared_pass_under_two_processes_gives_each_jobs_single_process_record(tiny_voc, tmp_path):
@@ -60,3 +68,5 @@ def test_a_sweep_shared_pass_under_two_processes_gives_each_jobs_single_process_
         two = read_results(tmp_path / "two" / str(job) / "results.json")
         assert one["evaluation"]["jobs_in_pass"] == two["evaluation"]["jobs_in_pass"] == 4
         assert two["world_size"] == 2 and two["areas"] == one["areas"] and two["metrics"] == one["metrics"]
+        assert np.array_equal(load_for_record(tmp_path / "two" / str(job), two, "voc21").areas,
+                              load_for_record(tmp_path / "one" / str(job), one, "voc21").areas)

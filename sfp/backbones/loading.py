@@ -41,12 +41,16 @@ class LoadedBackbone:
     model: CLIP
     tokenizer: Callable
     source: str  # where the weights came from, for the results record
+    sha256: Optional[str] = None  # the checkpoint file's SHA-256 (None for pretrained tags and random weights)
 
 
 def load_backbone(cfg: BackboneConfig) -> LoadedBackbone:
     register_packaged_model_configs()
+    sha256 = None
     if cfg.checkpoint:
         model, source = _from_checkpoint(cfg)
+        path = Path(cfg.checkpoint).expanduser()  # verified against checkpoint_sha256 when the config gives one
+        sha256 = cfg.checkpoint_sha256.lower() if cfg.checkpoint_sha256 else file_sha256(path)
     elif cfg.pretrained:
         model, source = _from_pretrained_tag(cfg, cfg.weights_cache_dir), f"open_clip:{cfg.model}:{cfg.pretrained}"
     else:
@@ -54,7 +58,8 @@ def load_backbone(cfg: BackboneConfig) -> LoadedBackbone:
     if not hasattr(model, "visual") or not hasattr(model.visual, "transformer"):
         raise WeightsError(f"backbone {cfg.name!r}: only CLIP ViT backbones are supported (got {type(model).__name__})")
     refuse_non_finite(model, f"backbone {cfg.name!r}", source)
-    return LoadedBackbone(model=model.float().eval(), tokenizer=_tokenizer_for(cfg, model), source=source)
+    return LoadedBackbone(model=model.float().eval(), tokenizer=_tokenizer_for(cfg, model), source=source,
+                          sha256=sha256)
 
 
 def refuse_non_finite(model: torch.nn.Module, who: str, source: str) -> None:

@@ -22,6 +22,7 @@ class DenseModel(nn.Module):
         self.source = source
         self.is_real_clip = is_real_clip
         self.registers_report: dict = {}  # test-time registers: neurons found, calibration set (for records)
+        self.weights_sha256: Optional[str] = None  # of the checkpoint file the weights came from, when one
 
     @property
     def tower(self) -> VisionTower:

@@ -1,7 +1,8 @@
 """Prompt template sets, by name. A template is a format string with one `{}` for the class word."""
 from __future__ import annotations
 
-from typing import List
+import hashlib
+from typing import Dict, List
 
 import open_clip
 
@@ -37,3 +38,10 @@ TEMPLATE_SETS.register("single")(["a photo of a {}."])
 
 def get_templates(name: str) -> List[str]:
     return list(TEMPLATE_SETS.get(name))
+
+
+def template_record(name: str) -> Dict[str, object]:
+    """What a results record says about a template set: its name, size and the sha256 of its texts (the
+    texts are code, so a changed set under an old name is still told apart)."""
+    texts = get_templates(name)
+    return {"name": name, "count": len(texts), "sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest()}

@@ -333,6 +333,13 @@ def _rows(record: Dict[str, Any], run_dir: str, per_class: bool) -> Iterable[Dic
     for dataset, entry in datasets.items():
         row = dict(common)
         row["dataset"] = dataset
+        # what the row's number also depends on: the class file and the image set (compared by the tables)
+        class_file = (record.get("class_files") or {}).get(dataset)
+        if class_file:
+            row["class_file_sha256"] = class_file
+        images = ((record.get("per_image") or {}).get(dataset) or {}).get("images_sha256")
+        if images:
+            row["images_sha256"] = images
         for key in _METRIC_COLUMNS:
             row[key] = _number(entry.get(key))
         if per_class and isinstance(entry.get("per_class_iou"), Mapping):

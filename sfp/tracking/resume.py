@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..errors import ConfigError
+from .per_image import complete_entries
 from .results_store import RESULTS_FILENAME, ResultsError, flatten_config, read_results, to_jsonable
+
+log = logging.getLogger(__name__)
 
 # Settings that change neither the numbers nor what was evaluated (batching is tested to be invariant).
 VOLATILE_KEYS = (
@@ -59,7 +63,8 @@ def refuse_other_configuration(output_dir: Path, config: Dict[str, Any]) -> None
 
 
 def completed_record(output_dir: Path, fingerprint: str) -> Optional[Path]:
-    """The job's results.json if it is complete and of the same configuration, else None."""
+    """The job's results.json if it is complete (per-image files included) and of the same configuration,
+    else None."""
     path = Path(output_dir) / RESULTS_FILENAME
     if not path.is_file():
         return None
@@ -68,5 +73,9 @@ def completed_record(output_dir: Path, fingerprint: str) -> Optional[Path]:
     except ResultsError:
         return None  # unreadable: run the job again
     if record.get("status") != "complete" or record.get("fingerprint") != fingerprint:
+        return None
+    missing = complete_entries(path.parent, record)
+    if missing is not None:  # the per-image counts are part of the result
+        log.info("resume: %s is complete but %s; the job runs again", path, missing)
         return None
     return path
