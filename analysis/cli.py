@@ -9,6 +9,8 @@ project.
     python -m analysis plots --runs outputs/ --out-dir figures --param mitigator.top_k
     python -m analysis components --runs outputs/experiments/ablation_components --ci   # Δ [lo, hi] per row
     python -m analysis compare outputs/runs/A outputs/runs/B --json                     # paired bootstrap, B - A
+    python -m analysis images --runs outputs/runs/A outputs/runs/B --k 4 --out gallery  # biggest gains, losses
+    python -m analysis diff outputs/runs/A outputs/runs/B                               # what differs, protocol
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from typing import List, Optional
 
 from sfp.errors import SFPError
 
+from .gallery import add_images_parser, run_images
 from .intervals import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapSettings, compare_runs
+from .protocol_diff import add_diff_parser, run_diff
 from .published import load_published
 from .render import FORMATS, render
 from .runs import filter_runs, load_records, load_runs, parse_where
@@ -34,7 +38,7 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{main,components,detector,sweep,compare,plots,pull}")
+                                     metavar="{main,components,detector,sweep,compare,images,diff,plots,pull}")
 
     source = argparse.ArgumentParser(add_help=False)
     where = source.add_argument_group("runs")
@@ -84,6 +88,9 @@ def _parser() -> argparse.ArgumentParser:
     compare.add_argument("--dataset", action="append", default=[], help="only this dataset; repeatable")
     _bootstrap_options(compare, switch=False)
     compare.add_argument("--json", action="store_true", help="one JSON object per dataset (for scripts)")
+
+    add_images_parser(commands)
+    add_diff_parser(commands)
 
     plots = commands.add_parser("plots", parents=[source], help="figures as PNG and PDF")
     plots.add_argument("--out-dir", type=Path, required=True, help="folder for the figures")
@@ -201,6 +208,10 @@ def _plots(args: argparse.Namespace) -> List[Path]:
 def main(argv: Optional[List[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command == "images":
+        return run_images(args)
+    if args.command == "diff":
+        return run_diff(args)
     if args.command not in ("pull", "compare") and sum(map(bool, (args.runs, args.wandb, args.wandb_cache))) != 1:
         parser.error("give exactly one of --runs DIR, --wandb ENTITY/PROJECT or --wandb-cache FILE")
     try:

@@ -120,7 +120,12 @@ def run_directory(path: Path) -> Path:
 
 
 def read_run(path: Path) -> Tuple[Path, Dict]:
+    """(run folder, record) from a run folder or its results.json; SFPError naming what is missing."""
+    path = Path(path)
     folder = run_directory(path)
+    if not (folder / RESULTS_FILENAME).is_file():
+        where = f"{path} holds no {RESULTS_FILENAME}" if path.is_dir() else f"{path} does not exist"
+        raise SFPError(f"{where} (give a run folder or its {RESULTS_FILENAME})")
     try:
         return folder, read_results(folder / RESULTS_FILENAME)
     except ResultsError as exc:

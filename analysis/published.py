@@ -39,19 +39,16 @@ def load_published(path: Optional[Union[str, Path]] = None) -> pd.DataFrame:
 
 
 def parse_per_dataset(text: str) -> Dict[str, str]:
-    """`*=336;cityscapes=560` -> {"*": "336", "cityscapes": "560"}; a bare value applies to every dataset."""
-    text = (text or "").strip()
-    if not text:
-        return {}
-    if "=" not in text:
-        return {"*": text}
-    out: Dict[str, str] = {}
-    for part in text.split(";"):
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"published protocol value {text!r}: expected entries DATASET=VALUE separated by ';'")
-        out[key.strip()] = value.strip()
-    return out
+    """`*=336;cityscapes=560` -> {"*": "336", "cityscapes": "560"}; a value without `DATASET=` applies to every
+    dataset (`224/112`, `whole image`). Raises ValueError on an entry without a value."""
+    values: Dict[str, str] = {}
+    for entry in filter(None, (part.strip() for part in (text or "").split(";"))):
+        dataset, sep, value = entry.partition("=")
+        dataset, value = (dataset.strip(), value.strip()) if sep else ("*", entry)
+        if not dataset or not value:
+            raise ValueError(f"{text!r}: {entry!r} is not DATASET=VALUE")
+        values[dataset] = value
+    return values
 
 
 def protocol_text(row: pd.Series) -> str:

@@ -9,7 +9,7 @@ from nbclient import NotebookClient
 from tests.analysis_runs_fixture import copy_runs
 from tests.helpers import REPO
 
-from analysis import components_table, load_runs, render
+from analysis import BootstrapSettings, components_table, load_runs, render
 
 NOTEBOOKS = ("tables", "plots")
 
@@ -52,6 +52,21 @@ def test_the_tables_notebook_shows_and_writes_the_tables(analysis_runs, tmp_path
     assert written == sorted(f"{n}.{f}" for n in ("main", "components", "detector", "sweep-mitigator.top_k")
                              for f in ("md", "tex", "csv"))
     assert (tmp_path / "tables" / "components.tex").read_text() == render(components_table(load_runs(runs)), "tex")
+
+
+def test_the_tables_notebook_shows_intervals_and_compares_two_runs_image_by_image(analysis_runs, tmp_path,
+                                                                                     monkeypatch):
+    runs = copy_runs(analysis_runs, tmp_path / "runs", "components")
+    monkeypatch.setenv("SFP_CI", "1")
+    monkeypatch.setenv("SFP_RESAMPLES", "100")
+    monkeypatch.setenv("SFP_COMPARE", f"{runs / 'components' / 'on-on-on'},{runs / 'components' / 'off-off-on'}")
+    notebook = execute("tables", monkeypatch, runs, tmp_path / "tables")
+    shown = [o["data"]["text/markdown"] for o in outputs(notebook, "text/markdown")]
+    with_intervals = components_table(load_runs(runs), intervals=BootstrapSettings(resamples=100))
+    assert render(with_intervals, "md") in shown
+    [comparison] = [text for text in shown if text.startswith("| dataset | images |")]
+    assert [line.split(" | ")[0] for line in comparison.splitlines()[2:]] == ["| voc21", "| ade20k"]
+    assert len(outputs(notebook, "image/png")) == 1  # the gallery of the largest gains and losses
 
 
 def test_the_plots_notebook_shows_and_writes_the_figures(analysis_runs, tmp_path, monkeypatch):
