@@ -167,24 +167,10 @@ def read_prediction(path: Path) -> np.ndarray:
 
 
 def run_config_from_record(record: Mapping[str, Any], device: Optional[str] = None):
-    """The typed `RunConfig` of a record's resolved config (as `sfp.run_job` would take it), optionally on
-    another inference device."""
-    from omegaconf import OmegaConf, open_dict
-    from omegaconf.errors import OmegaConfBaseException
+    """The typed `RunConfig` of a record's resolved config, optionally on another inference device."""
+    from sfp.assembly import from_resolved
 
-    from sfp.assembly import to_run_config
-    from sfp.config.schema import RunConfig
-
-    config = dict(record["config"])
-    method = config.pop("method", None)  # typed by the method's own settings class in to_run_config
-    try:
-        node = OmegaConf.merge(OmegaConf.structured(RunConfig), config)
-        with open_dict(node):
-            node.method = method
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"the recorded config does not fit this version's settings ({exc}); the run was "
-                          "written by another version") from None
-    run = to_run_config(node)
+    run = from_resolved(record["config"])
     if device is not None:
         run.inference = replace(run.inference, device=device)
     return run

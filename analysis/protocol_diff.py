@@ -93,8 +93,9 @@ def _datasets(record: Mapping[str, Any]) -> List[str]:
 
 
 def _is_location(key: str) -> bool:
+    """A file location, or a dataset's display label: neither can move a number."""
     last = key.rsplit(".", 1)[-1]
-    if last == "root":
+    if last in ("root", "label"):
         return key.startswith("datasets.")
     return last in LOCATION_FIELDS
 

@@ -21,9 +21,10 @@ import pandas as pd
 from sfp.tracking.resume import VOLATILE_KEYS
 from sfp.tracking.results_store import flatten_config, to_jsonable
 
-IGNORED_PREFIXES = tuple(".".join(path) for path in VOLATILE_KEYS) + ("paths", "inference.device")
+# `preset` and a dataset's `label` only name things in tables; no computation reads them
+IGNORED_PREFIXES = tuple(".".join(path) for path in VOLATILE_KEYS) + ("paths", "inference.device", "preset")
 DATASET_PREFIX = "dataset."  # settings of the row's own dataset: dataset.short_side, dataset.prob_thd, ...
-IGNORED_DATASET_FIELDS = ("root",)
+IGNORED_DATASET_FIELDS = ("root", "label")
 
 
 def is_ignored(key: str) -> bool:
@@ -147,7 +148,7 @@ def _as_tuple(key: Any) -> Tuple[Any, ...]:
 # Settings that belong to the evaluation protocol (what every row of a table must share to be compared), as
 # prefixes of `settings()` columns; `RECORD_PROTOCOL_COLUMNS` are run columns read from the records themselves.
 PROTOCOL_PREFIXES = ("dataset.", "inference.", "backbone.", "seed")
-NOT_PROTOCOL = ("backbone.layers", "inference.check_finite", "dataset.method_values", "dataset.label")
+NOT_PROTOCOL = ("backbone.layers", "inference.check_finite", "dataset.method_values")
 RECORD_PROTOCOL_COLUMNS = ("class_file_sha256", "images_sha256")
 
 

@@ -10,7 +10,7 @@ import copy
 import dataclasses
 import json
 from dataclasses import fields
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 import torch
 from hydra.core.config_store import ConfigStore
@@ -79,6 +79,21 @@ def to_run_config(cfg: ConfigLike) -> RunConfig:
     run.validate()
     _check_registered_names(run)
     return run
+
+
+def from_resolved(config: Mapping[str, Any]) -> RunConfig:
+    """Typed settings from a resolved config as a results record stores it (`record["config"]`), to rebuild
+    a run's model or segmenter later; ConfigError when the record does not fit this version's settings."""
+    config = dict(config)
+    method = config.pop("method", None)  # typed by the method's own settings class in to_run_config
+    try:
+        node = OmegaConf.merge(OmegaConf.structured(RunConfig), config)
+        with open_dict(node):
+            node.method = method
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"the recorded config does not fit this version's settings "
+                          f"({describe_config_exception(exc)}); the run was written by another version") from None
+    return to_run_config(node)
 
 
 def _convert(cfg: DictConfig) -> RunConfig:
