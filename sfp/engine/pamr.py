@@ -27,7 +27,8 @@ def _neighbours(x: torch.Tensor, dilations: Sequence[int], include_centre: bool 
     return torch.stack(shifted, dim=2)
 
 
-def pamr(image: torch.Tensor, scores: torch.Tensor, steps: int = 10, dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
+def pamr(image: torch.Tensor, scores: torch.Tensor, steps: int = 10,
+         dilations: Sequence[int] = (8, 16)) -> torch.Tensor:
     """Refine (B, Q, H, W) scores with the (B, 3, H, W) image they belong to."""
     image = image.float()
     differences = (_neighbours(image, dilations) - image.unsqueeze(2)).abs()  # (B, 3, P, H, W)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from ..errors import SFPError
+from .results_store import write_file_atomic
 
 AREA_NAMES = ("intersection", "union", "predicted", "labelled")  # rows of IoUAccumulator.state_tensor()
 FORMAT = 1
@@ -107,30 +107,16 @@ def relative_path(dataset: str) -> str:
 def write_per_image(path: PathLike, table: PerImageAreas) -> str:
     """Write `table` atomically (temporary file, fsync, rename); returns the file's sha256."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     areas, n = table.areas, table.num_images
     present = (areas[:, AREA_NAMES.index("predicted")] > 0) | (areas[:, AREA_NAMES.index("labelled")] > 0)
     image_index, classes = np.nonzero(present)  # row-major: grouped by image, classes ascending
     offsets = np.zeros(n + 1, dtype=np.int64)
     np.cumsum(np.bincount(image_index, minlength=n), out=offsets[1:])
     columns = {name: areas[image_index, row, classes] for row, name in enumerate(AREA_NAMES)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, names=np.array(table.names, dtype=str), offsets=offsets,
-                                classes=classes.astype(np.int64), pixels=table.pixels,
-                                class_names=np.array(table.class_names, dtype=str),
-                                num_classes=np.int64(table.num_classes), format=np.int64(FORMAT), **columns)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    write_file_atomic(path, lambda handle: np.savez_compressed(
+        handle, names=np.array(table.names, dtype=str), offsets=offsets, classes=classes.astype(np.int64),
+        pixels=table.pixels, class_names=np.array(table.class_names, dtype=str),
+        num_classes=np.int64(table.num_classes), format=np.int64(FORMAT), **columns))
     return file_sha256(path)
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import IO, Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 import pandas as pd
@@ -33,6 +33,7 @@ __all__ = [
     "ResultsError",
     "to_jsonable",
     "write_json_atomic",
+    "write_file_atomic",
     "read_results",
     "write_results",
     "build_record",
@@ -121,22 +122,27 @@ def _json_key(key: Any, where: str) -> str:
 
 
 def write_json_atomic(path: PathLike, obj: Any, *, indent: Optional[int] = 2) -> None:
-    """Write JSON so that readers see the old file or the new one, never a partial one.
-
-    The data go to a temporary file in the same directory, are flushed and fsynced, then
-    os.replace() swaps it in. On any error the temporary file is removed and the old file
-    stays as it was.
-    """
-    path = Path(path)
+    """Write JSON so that readers see the old file or the new one, never a partial one (`write_file_atomic`)."""
     data = to_jsonable(obj)  # fail before touching the disk
+
+    def dump(handle) -> None:
+        json.dump(data, handle, indent=indent, allow_nan=False, ensure_ascii=False)
+        handle.write("\n")
+
+    write_file_atomic(path, dump, text=True)
+
+
+def write_file_atomic(path: PathLike, write: Callable[[IO], None], *, text: bool = False) -> None:
+    """`write(handle)` fills a temporary file in the same directory, which is flushed, fsynced and then swapped
+    in with os.replace(). On any error the temporary file is removed and the old file stays as it was."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=indent, allow_nan=False, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with (os.fdopen(fd, "w", encoding="utf-8") if text else os.fdopen(fd, "wb")) as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
         # mkstemp creates 0600; results should be as readable as an ordinary file
         mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
         os.chmod(tmp, mode)
@@ -352,7 +358,8 @@ def collect_results(folder: PathLike, per_class: bool = False) -> pd.DataFrame:
     """One row per (results.json under `folder`, dataset).
 
     Columns: run_dir, dataset, miou, aacc, macc, n_images, status, code_version, then
-    `choice.<group>` for every Hydra choice (except Hydra's own `hydra/...` groups) and `cfg.<dotted.key>` for the flattened config
+    `choice.<group>` for every Hydra choice (except Hydra's own `hydra/...` groups) and `cfg.<dotted.key>` for
+    the flattened config
     (and `iou.<class>` with per_class=True). Values a record lacks are NaN/None, never 0.
     Files that are not valid records are skipped with a warning naming them; a folder without
     any gives an empty frame with the base columns.
