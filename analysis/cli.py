@@ -11,6 +11,7 @@ project.
     python -m analysis compare outputs/runs/A outputs/runs/B --json                     # paired bootstrap, B - A
     python -m analysis images --runs outputs/runs/A outputs/runs/B --k 4 --out gallery  # biggest gains, losses
     python -m analysis diff outputs/runs/A outputs/runs/B                               # what differs, protocol
+    python -m analysis dashboard my-team/sfp --experiment ablation_components --dry-run dash.json
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from typing import List, Optional
 
 from sfp.errors import SFPError
 
+from .dashboard import add_dashboard_parser, run_dashboard
 from .gallery import add_images_parser, run_images
 from .intervals import DEFAULT_LEVEL, DEFAULT_RESAMPLES, DEFAULT_SEED, BootstrapSettings, compare_runs
 from .protocol_diff import add_diff_parser, run_diff
@@ -38,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog="\n\n".join(__doc__.split("\n\n")[1:]))
     commands = parser.add_subparsers(dest="command", required=True,
-                                     metavar="{main,components,detector,sweep,compare,images,diff,plots,pull}")
+                                     metavar="{main,components,detector,sweep,compare,images,diff,plots,pull,"
+                                             "dashboard}")
 
     source = argparse.ArgumentParser(add_help=False)
     where = source.add_argument_group("runs")
@@ -91,6 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_images_parser(commands)
     add_diff_parser(commands)
+    add_dashboard_parser(commands)
 
     plots = commands.add_parser("plots", parents=[source], help="figures as PNG and PDF")
     plots.add_argument("--out-dir", type=Path, required=True, help="folder for the figures")
@@ -212,6 +216,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return run_images(args)
     if args.command == "diff":
         return run_diff(args)
+    if args.command == "dashboard":
+        return run_dashboard(args)
     if args.command not in ("pull", "compare") and sum(map(bool, (args.runs, args.wandb, args.wandb_cache))) != 1:
         parser.error("give exactly one of --runs DIR, --wandb ENTITY/PROJECT or --wandb-cache FILE")
     try:

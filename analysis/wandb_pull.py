@@ -24,14 +24,13 @@ from typing import Any, Dict, List, Mapping, Optional, Union
 
 import pandas as pd
 
+from sfp.tracking import logged_keys
 from sfp.tracking.results_store import write_json_atomic
 
 from .runs import load_runs
 
 CACHE_FORMAT = "sfp-wandb-runs"
 CACHE_VERSION = 1
-METRIC_KEYS = ("miou", "aacc", "macc", "n_images")
-CHOICE_SUFFIX = "_choice"
 FINISHED = "finished"
 
 
@@ -84,18 +83,20 @@ def run_to_record(run: Any, path: str) -> Dict[str, Any]:
     for key, value in dict(run.config).items():
         if key.startswith("_"):
             continue  # W&B's own entries
-        if key.endswith(CHOICE_SUFFIX):
-            choices[key[: -len(CHOICE_SUFFIX)]] = value
+        choice = logged_keys.CHOICE.match(key)
+        if choice:
+            choices[choice["group"]] = value
         else:
             config[key] = value
     metrics: Dict[str, Dict[str, Any]] = {}
     for key, value in _summary_dict(run.summary).items():
-        metric, _, dataset = key.partition("/")
-        if metric in METRIC_KEYS and dataset and dataset != "mean":
-            number = _number(value)
-            if metric == "n_images" and number is not None:
-                number = int(number)
-            metrics.setdefault(dataset, {})[metric] = number
+        for metric, logged in logged_keys.DATASET_METRICS.items():
+            fields = logged.match(key)
+            if fields and key != logged_keys.MIOU_MEAN.key():
+                number = _number(value)
+                if metric == "n_images" and number is not None:
+                    number = int(number)
+                metrics.setdefault(fields["dataset"], {})[metric] = number
     state = str(getattr(run, "state", "") or "")
     run_id = str(run.id)
     return {

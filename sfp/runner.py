@@ -28,6 +28,7 @@ from .evaluation import DatasetOutcome, evaluate_dataset_group
 from .grouping import group_indices
 from .models.dense import DenseModel
 from .models.templates import template_record
+from .tracking import logged_keys
 from .tracking.per_image import AREA_NAMES, record_entry
 from .tracking.resume import completed_record, config_fingerprint, refuse_other_configuration
 from .tracking.results_store import (
@@ -45,7 +46,7 @@ def resolved_config(cfg: ConfigLike) -> Dict[str, Any]:
 
 def tracker_config(config: Dict[str, Any], choices: Dict[str, str]) -> Dict[str, Any]:
     """The W&B run config: the resolved config plus each group choice as a flat `<group>_choice` column."""
-    flat = {f"{group.replace('/', '_')}_choice": str(value) for group, value in choices.items()}
+    flat = {logged_keys.CHOICE.key(group=group.replace("/", "_")): str(value) for group, value in choices.items()}
     return {**config, **flat}
 
 
@@ -213,7 +214,7 @@ class _JobRecorder:
 
     def complete(self) -> Dict[str, Any]:
         mean = float(np.mean([m["miou"] for m in self.metrics.values()])) if self.metrics else float("nan")
-        self.tracker.log_summary({"miou/mean": mean})
+        self.tracker.log_summary({logged_keys.MIOU_MEAN.key(): mean})
         self.timing["total_s"] = time.perf_counter() - self.started
         return self.write("complete")
 
@@ -244,7 +245,7 @@ def _evaluate_group(jobs: Sequence[Job]) -> List[JobResult]:
                 recorder.model_info["vfm_source"] = vfm.source
             if model.registers_report:
                 recorder.model_info["registers"] = model.registers_report
-                recorder.tracker.log_summary({"registers/neurons": [f"{layer}:{neuron}" for layer, neuron
+                recorder.tracker.log_summary({logged_keys.REGISTER_NEURONS.key(): [f"{layer}:{neuron}" for layer, neuron
                                                                     in model.registers_report["neurons"]]})
             recorder.evaluation.update(jobs_in_pass=len(jobs))
             _warn_unused_components(recorder.job.run, model)

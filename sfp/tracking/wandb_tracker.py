@@ -21,6 +21,7 @@ import numpy as np
 
 from sfp.data.sample import IGNORE_INDEX
 from sfp.errors import ConfigError
+from sfp.tracking import logged_keys as keys
 from sfp.tracking.results_store import to_jsonable
 
 __all__ = [
@@ -362,9 +363,9 @@ class WandbTracker(_RunContext):
     def _log_dataset(self, dataset, metrics, class_names, overlays) -> None:
         wandb = self._wandb
         payload: Dict[str, Any] = {}
-        for key in ("miou", "aacc", "macc", "n_images"):
-            if key in metrics:
-                payload[f"{key}/{dataset}"] = _number(metrics[key])
+        for name, logged in keys.DATASET_METRICS.items():
+            if name in metrics:
+                payload[logged.key(dataset=dataset)] = _number(metrics[name])
 
         per_class = metrics.get("per_class_iou")
         if per_class is not None:
@@ -375,12 +376,12 @@ class WandbTracker(_RunContext):
                 rows = [[str(n), _number(per_class[n])] for n in names]
             else:
                 rows = [[str(n), _number(v)] for n, v in zip(class_names, per_class)]
-            payload[f"per_class_iou/{dataset}"] = wandb.Table(columns=["class", "iou"], data=rows)
+            payload[keys.PER_CLASS_IOU.key(dataset=dataset)] = wandb.Table(columns=["class", "iou"], data=rows)
 
         if overlays:
             images = self._overlay_images(dataset, class_names, overlays)
             if images:
-                payload[f"overlays/{dataset}"] = images
+                payload[keys.OVERLAYS.key(dataset=dataset)] = images
         if payload:
             self.run.log(payload)
 
@@ -430,24 +431,23 @@ class WandbTracker(_RunContext):
         self._guard("log_layer_stats", self._log_layer_stats, dataset, stats)
 
     def _log_layer_stats(self, dataset, stats) -> None:
-        from ..methods.stats import STAT_NAMES
-
         if not stats:
             return
-        prefix = f"outlier_stats/{dataset}"
-        columns = ["layer", *STAT_NAMES]
-        rows = [[layer, *(stats[name][i] for name in STAT_NAMES)] for i, layer in enumerate(stats["layer"])]
-        self._log_table(prefix, columns, rows)
-        self.run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/layer")
+        layer, names = keys.LAYER.key(dataset=dataset), keys.statistics()
+        rows = [[value, *(stats[name][i] for name in names)] for i, value in enumerate(stats["layer"])]
+        self._log_table(keys.LAYER_STATS_TABLE.key(dataset=dataset), ["layer", *names], rows)
+        for name in names:  # lines against the layer axis, one per configuration in a group
+            self.run.define_metric(keys.LAYER_STAT.key(dataset=dataset, statistic=name), step_metric=layer)
         for row in rows:
-            self.run.log({f"{prefix}/{name}": (math.nan if value is None else value)
-                          for name, value in zip(columns, row)})
+            self.run.log({layer: row[0], **{keys.LAYER_STAT.key(dataset=dataset, statistic=name):
+                                            (math.nan if value is None else value)
+                                            for name, value in zip(names, row[1:])}})
         heatmap = stats.get("heatmap")
         if heatmap:
             counts = np.asarray(heatmap["counts"], dtype=np.float64)
             scaled = (255 * counts / counts.max()) if counts.max() > 0 else counts
             image = np.kron(scaled, np.ones((16, 16))).astype(np.uint8)  # one 16-pixel square per patch
-            self.run.log({f"{prefix}/heatmap": self._wandb.Image(
+            self.run.log({keys.HEATMAP.key(dataset=dataset): self._wandb.Image(
                 image, caption=f"{dataset}: outlier positions at the detection block (white = most often)")})
 
 
