@@ -133,8 +133,9 @@ def study_from_experiment(name: str, overrides: Sequence[str] = ()) -> Study:
     from sfp.assembly import sweep_jobs
 
     try:
-        jobs = sweep_jobs([f"+experiment={name}", *overrides])  # each job's full list of overrides
-        cfg = sfp.compose(jobs[0] if jobs else [f"+experiment={name}", *overrides])
+        jobs = sweep_jobs([f"+experiment={name}", *overrides]) or [[f"+experiment={name}", *overrides]]
+        # one run per distinct method setting (the first is the grid's first job): what the study logs
+        runs = [sfp.compose(job) for job in _by_method(jobs)]
     except SFPError as exc:
         raise SFPError(f"experiment {name!r}: {exc}") from None
     varied: Dict[str, List[str]] = {}
@@ -147,8 +148,9 @@ def study_from_experiment(name: str, overrides: Sequence[str] = ()) -> Study:
     groups = group_names()
     axes = [Axis(key, AXIS_CHOICE if key in groups else AXIS_FIELD, tuple(values))
             for key, values in varied.items() if len(values) > 1]
+    cfg = runs[0]
     return Study(name, cfg.tracker.group or name, list(cfg.datasets), axes, bool(cfg.stats.enabled),
-                 cfg.tracker.num_overlays > 0, any(detects_outliers(sfp.compose(job)) for job in _by_method(jobs)))
+                 cfg.tracker.num_overlays > 0, any(detects_outliers(run) for run in runs))
 
 
 def _by_method(jobs: Sequence[Sequence[str]]) -> List[Sequence[str]]:

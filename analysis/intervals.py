@@ -137,13 +137,16 @@ class PerImageCache:
 
     def __init__(self) -> None:
         self._tables: Dict[Tuple[str, str], Optional[PerImageAreas]] = {}
+        self._records: Dict[str, Tuple[Path, Dict]] = {}
         self.why: Dict[Tuple[str, str], str] = {}
 
     def get(self, run_dir: str, dataset: str) -> Optional[PerImageAreas]:
         key = (str(run_dir), dataset)
         if key not in self._tables:
             try:
-                folder, record = read_run(Path(run_dir))
+                if key[0] not in self._records:
+                    self._records[key[0]] = read_run(Path(run_dir))
+                folder, record = self._records[key[0]]
                 self._tables[key] = load_for_record(folder, record, dataset)
             except (SFPError, OSError) as exc:
                 self._tables[key] = None
@@ -312,7 +315,12 @@ def _row_text(row: object) -> str:
     return "/".join(parts) or "row"
 
 
-def interval_note(settings: BootstrapSettings) -> str:
-    return (f"[lo, hi]: {settings.level:.0%} paired bootstrap interval of the difference over images "
-            f"({settings.resamples} resamples, seed {settings.seed}; mIoU recomputed from resampled summed "
-            "intersections and unions); * the interval excludes zero.")
+def interval_notes(settings: BootstrapSettings, problems: Sequence[str], extra: str = "") -> List[str]:
+    """The notes under a table with intervals: the method, and the pairs that got none and why."""
+    notes = [f"[lo, hi]: {settings.level:.0%} paired bootstrap interval of the difference over images "
+             f"({settings.resamples} resamples, seed {settings.seed}; mIoU recomputed from resampled summed "
+             "intersections and unions); * the interval excludes zero." + extra]
+    if problems:
+        notes.append(f"no interval where per-image records are missing or differ: {'; '.join(problems[:3])}"
+                     + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+    return notes

@@ -17,7 +17,7 @@ from .names import (
     BACKBONE_ORDER, BENCHMARKS, DATASET_LABELS, METHOD_ORDER, PRESET_ORDER, PRESET_TO_PUBLISHED, backbone_label,
     order_by, order_datasets, preset_label, published_method,
 )
-from .intervals import BootstrapSettings, interval_note, paired_row_intervals
+from .intervals import BootstrapSettings, interval_notes, paired_row_intervals
 from .published import load_published, published_label, published_protocol_notes
 from .runs import numeric, resolve_column
 from .variants import defaults, normalise, protocol_flags, select_configurations
@@ -213,10 +213,7 @@ def main_table(runs: pd.DataFrame, *, published: Union[pd.DataFrame, bool, None]
             for column, (low, high) in found.get(key, {}).items():
                 lo.iloc[position, columns.index(column)] = low
                 hi.iloc[position, columns.index(column)] = high
-        notes.append(interval_note(intervals) + " Published rows have no per-image records: no interval.")
-        if problems:
-            notes.append(f"no interval where per-image records are missing or differ: {'; '.join(problems[:3])}"
-                         + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+        notes.extend(interval_notes(intervals, problems, " Published rows have no per-image records: no interval."))
     if shown_published:
         notes.extend(published_protocol_notes(pd.concat(shown_published)))
     return Table("main", "Main results: mIoU per method and dataset", values, count_frame, kind_series,
@@ -318,10 +315,7 @@ def ablation_table(runs: pd.DataFrame, keys: Sequence[str], level_names: Sequenc
         lo = pd.DataFrame(lo_rows, index=raw).reindex(columns=columns).astype("float64")
         hi = pd.DataFrame(hi_rows, index=raw).reindex(columns=columns).astype("float64")
         names = names + [ROW_LEVEL]
-        notes.append(interval_note(intervals))
-        if problems:
-            notes.append(f"no interval where per-image records are missing or differ: {'; '.join(problems[:3])}"
-                         + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""))
+        notes.extend(interval_notes(intervals, problems))
     if has_variants:
         index = pd.MultiIndex.from_tuples(labels, names=names)
     else:  # every row is one configuration: no Configuration column

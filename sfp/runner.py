@@ -203,7 +203,11 @@ class _JobRecorder:
         if outcome.areas is not None:  # the exact sums the metrics come from
             self.areas[key] = dict(zip(AREA_NAMES, outcome.areas.tolist()))
         if outcome.per_image is not None and self.ranks.is_main:  # the same counts per image, file first
-            self.per_image[key] = record_entry(self.job.output_dir, key, outcome.per_image)
+            try:
+                self.per_image[key] = record_entry(self.job.output_dir, key, outcome.per_image)
+            except OSError as exc:  # a full or read-only disk
+                raise ResultsError(f"could not write the per-image file of {key!r} in {self.job.output_dir}: "
+                                   f"{exc.strerror or exc}") from exc
         if outcome.outlier_stats:
             self.outlier_stats[key] = outcome.outlier_stats
             self.tracker.log_layer_stats(key, outcome.outlier_stats)

@@ -10,6 +10,7 @@ import pytest
 from analysis import components_table, load_runs, main_table, render, sweep_table
 from analysis.cli import main as analysis_main
 from analysis.intervals import BootstrapSettings, compare_runs, compare_tables, point_miou
+from sfp.errors import SFPError
 from sfp.tracking.per_image import PerImageAreas, PerImageError, load_for_record
 from sfp.tracking.results_store import read_results, write_json_atomic
 
@@ -129,7 +130,7 @@ def test_compare_refuses_runs_of_other_images_or_other_class_files(analysis_runs
 
     record["class_files"]["ade20k"] = "f" * 64
     write_json_atomic(b / "results.json", record)
-    with pytest.raises(Exception, match="different class files"):
+    with pytest.raises(SFPError, match="different class files"):
         compare_runs(a, b, ["ade20k"])
 
 

@@ -12,7 +12,7 @@ from sfp.runner import run_jobs, run_job
 from sfp.tracking.per_image import (
     AREA_NAMES, PerImageAreas, PerImageError, load_for_record, read_per_image, write_per_image,
 )
-from sfp.tracking.results_store import read_results, write_json_atomic
+from sfp.tracking.results_store import ResultsError, read_results, write_json_atomic
 from tests.data_layouts_fixture import build_layout
 from tests.helpers import tiny_overrides
 
@@ -101,3 +101,11 @@ def test_the_file_round_trips_sparse_counts_and_refuses_what_does_not_match_its_
         load_for_record(tmp_path, record, "d")
     with pytest.raises(PerImageError, match="no per-image counts"):
         load_for_record(tmp_path, {"per_image": {}}, "d")
+
+
+def test_a_per_image_file_that_cannot_be_written_stops_the_job_with_an_error_naming_it(tmp_path):
+    cfg = _job(tmp_path, datasets="[voc21]")
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "per_image").write_text("a file where the folder should be")
+    with pytest.raises(ResultsError, match="could not write the per-image file of 'voc21'"):
+        run_job(cfg, tmp_path / "job")

@@ -162,18 +162,24 @@ def record_entry(run_dir: PathLike, dataset: str, table: PerImageAreas) -> Dict[
     return {"file": relative, "sha256": sha, "n_images": table.num_images, "images_sha256": table.images_sha256()}
 
 
-def load_for_record(run_dir: PathLike, record: Dict, dataset: str, check: bool = True) -> PerImageAreas:
-    """The per-image counts a record lists for `dataset`, checked against the file's sha256 and, with
-    `check`, against the record's summed areas (so a stale or foreign file is never used)."""
+def listed_file(run_dir: PathLike, record: Dict, dataset: str, check: bool = True) -> Path:
+    """The per-image file a record lists for `dataset`, present and (with `check`) with the listed sha256."""
     entry = (record.get("per_image") or {}).get(dataset)
     if not entry:
         raise PerImageError(f"{Path(run_dir)}: the record has no per-image counts for {dataset!r} (written by a "
                             "version before per-image records, or the dataset was not evaluated); run the job again")
-    path = Path(run_dir) / entry["file"]
+    path = Path(run_dir) / entry.get("file", "")
     if not path.is_file():
         raise PerImageError(f"per-image file {path} listed in {Path(run_dir) / 'results.json'} is missing")
     if check and file_sha256(path) != entry.get("sha256"):
         raise PerImageError(f"per-image file {path} does not match the sha256 its results record lists")
+    return path
+
+
+def load_for_record(run_dir: PathLike, record: Dict, dataset: str, check: bool = True) -> PerImageAreas:
+    """The per-image counts a record lists for `dataset`, checked against the file's sha256 and, with
+    `check`, against the record's summed areas (so a stale or foreign file is never used)."""
+    path = listed_file(run_dir, record, dataset, check)
     table = read_per_image(path)
     areas = (record.get("areas") or {}).get(dataset)
     if check and areas is not None:
@@ -185,14 +191,9 @@ def load_for_record(run_dir: PathLike, record: Dict, dataset: str, check: bool =
 
 def complete_entries(run_dir: PathLike, record: Dict) -> Optional[str]:
     """None when every evaluated dataset of `record` has its per-image file with the listed sha256, else why not."""
-    listed = record.get("per_image") or {}
     for dataset in record.get("metrics", {}):
-        entry = listed.get(dataset)
-        if not entry:
-            return f"no per-image counts for {dataset!r}"
-        path = Path(run_dir) / entry.get("file", "")
-        if not path.is_file():
-            return f"per-image file {path} is missing"
-        if file_sha256(path) != entry.get("sha256"):
-            return f"per-image file {path} does not match its sha256"
+        try:
+            listed_file(run_dir, record, dataset)
+        except PerImageError as exc:
+            return str(exc)
     return None
